@@ -1,0 +1,66 @@
+"""`vidsieve` command line: a registry of subcommands, and the one place errors become one line.
+
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`;
+`SUBCOMMANDS` maps its name to that module, imported only when the subcommand is used so
+`vidsieve --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from encoders.errors import VidsieveError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipeline.cmd_demo", "generate a video, decode it with codec signals and report what moved"),
+    "probe": ("pipeline.cmd_probe", "decode a video and print its frames, timestamps and codec signals"),
+    "bench-decode": ("bench.decode", "benchmark decord vs PyAV sampling and motion-vector export"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidsieve", description="Ask questions about videos, cheaply.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Arguments are added lazily in main(); --help on a subcommand imports just that module.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Two-pass parse: find the subcommand, import its module, let it add its arguments.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[known.command][0])
+    sub_parser = parser._subparsers._group_actions[0].choices[known.command]  # noqa: SLF001
+    module.add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except VidsieveError as e:
+        print(f"vidsieve: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidsieve: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
+        if os.environ.get("VIDSIEVE_DEBUG"):
+            raise
+        print(f"vidsieve: internal error: {type(e).__name__}: {e} (set VIDSIEVE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
