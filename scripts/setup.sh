@@ -3,6 +3,8 @@
 # unchanged pyproject.toml does nothing. Used by `make demo`, `make test` and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# pip warns once per package about this machine's local index folders; keep real errors visible.
+quiet() { "$@" 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2); }
 PY=${PYTHON:-python3}
 VENV=${VIDSIEVE_VENV:-.venv}
 stamp="$VENV/.vidsieve-installed"
@@ -12,10 +14,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "[setup] creating $VENV and installing vidsieve (first run takes a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >&2
+quiet "$VENV/bin/python" -m pip install -q --upgrade pip >&2
 # torch and torchvision first, pinned to releases that install from a local wheel cache where one
 # exists (see docs/install.md); other machines fetch them from PyPI as usual.
-"$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" >&2 \
-  || "$VENV/bin/python" -m pip install -q torch torchvision >&2
-"$VENV/bin/python" -m pip install -q -e ".[test]" >&2
+quiet "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" >&2 \
+  || quiet "$VENV/bin/python" -m pip install -q torch torchvision >&2
+quiet "$VENV/bin/python" -m pip install -q -e ".[test]" >&2
 echo "$want" > "$stamp"
