@@ -1,0 +1,102 @@
+"""`AskOptions`: everything a request may set, checked once, shared by the CLI, the service and the batch job.
+
+Budgets and strategies are per request, never server-wide constants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from encoders.errors import BadRequest
+
+POSITION_MODES = ("keep", "compact")
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    """One request's knobs.
+
+    strategy: a registered compression strategy or a '+'-composition of them ("codec+tome").
+    keep_ratio / tokens_per_frame: the compression budget; at most one may be set (neither = keep all).
+    fps: sampling rate in frames per second (frames at k/fps seconds); None with num_frames unset = 2.0.
+    num_frames: a fixed count of evenly spaced frames instead of fps.
+    max_frames: cap on sampled frames.
+    max_new_tokens: cap on generated tokens.
+    temperature / top_p / seed: sampling; temperature 0 = greedy.
+    position_mode: "keep" (original positions, default) or "compact" (renumbered baseline).
+    """
+
+    strategy: str = "none"
+    keep_ratio: float | None = None
+    tokens_per_frame: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    max_frames: int = 64
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    position_mode: str = "keep"
+
+    def __post_init__(self):
+        _check(isinstance(self.strategy, str) and self.strategy.strip() != "", "strategy", "a strategy name", self.strategy)
+        if self.keep_ratio is not None and self.tokens_per_frame is not None:
+            raise BadRequest("set at most one of keep_ratio and tokens_per_frame, got both")
+        if self.keep_ratio is not None:
+            _check(_finite(self.keep_ratio) and 0 < self.keep_ratio <= 1, "keep_ratio", "a number in (0, 1]", self.keep_ratio)
+        if self.tokens_per_frame is not None:
+            _check(_finite(self.tokens_per_frame) and self.tokens_per_frame > 0, "tokens_per_frame", "a number > 0", self.tokens_per_frame)
+        if self.fps is not None and self.num_frames is not None:
+            raise BadRequest("set at most one of fps and num_frames, got both")
+        if self.fps is not None:
+            _check(_finite(self.fps) and 0 < self.fps <= 240, "fps", "a number in (0, 240]", self.fps)
+        if self.num_frames is not None:
+            _check(_is_int(self.num_frames) and self.num_frames >= 1, "num_frames", "an integer >= 1", self.num_frames)
+        _check(_is_int(self.max_frames) and 1 <= self.max_frames <= 4096, "max_frames", "an integer in [1, 4096]", self.max_frames)
+        _check(_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens", "an integer in [1, 4096]", self.max_new_tokens)
+        _check(_finite(self.temperature) and 0 <= self.temperature <= 10, "temperature", "a number in [0, 10]", self.temperature)
+        _check(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "a number in (0, 1]", self.top_p)
+        if self.seed is not None:
+            _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _check(self.position_mode in POSITION_MODES, "position_mode", f"one of {POSITION_MODES}", self.position_mode)
+
+    @property
+    def sampling_fps(self) -> float | None:
+        """The fps to sample at: the request's, or 2.0 when neither fps nor num_frames was given."""
+        if self.fps is None and self.num_frames is None:
+            return 2.0
+        return self.fps
+
+    @property
+    def budget_label(self) -> str:
+        if self.keep_ratio is not None:
+            return f"keep_ratio={self.keep_ratio:g}"
+        if self.tokens_per_frame is not None:
+            return f"tokens_per_frame={self.tokens_per_frame:g}"
+        return "all"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AskOptions":
+        """Build from a JSON-like dict (HTTP body, batch config); unknown keys are an error, None means default."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadRequest(f"unknown option(s) {unknown}; known options are {sorted(known)}")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        raise BadRequest(f"{name} must be {expected}, got {got!r}")
