@@ -1,0 +1,158 @@
+"""M-RoPE position ids for a prompt whose video part is a (possibly compressed) `VisualTokens`.
+
+Pure functions, no model. ARCHITECTURE.md "Positions: the rules", rule 4, in Qwen2.5-VL semantics:
+
+- a video token at grid (t, h, w) gets rows (s + floor(t * interval), s + h, s + w), where s is the
+  position right after the text before the video and interval = second_per_grid * tokens_per_second
+  (second_per_grid = temporal_patch_size / sampled_fps, the *actual* sampling rate);
+- text after the video continues from a point computed over the *uncompressed* grid, so no
+  position depends on which tokens were dropped;
+- generation continues from the largest prompt position (uncompressed) + 1.
+
+Where the text after a video starts (`text_after`):
+- "spatial": s + max(H, W). This is what transformers 5.x `Qwen2_5_VLModel.get_rope_index` does
+  (the installed reference that `generate` uses), so it is the default: with compression off our
+  answers are token-for-token transformers'.
+- "max": s + (largest position the uncompressed video uses) + 1, as Qwen2.5-VL's original
+  reference code and vLLM do. It differs from "spatial" only when the video's temporal span
+  floor((T-1) * interval) reaches max(H, W) (long videos on small grids).
+
+Position modes (`mode`):
+- "keep": every kept token at its original (t, h, w) position (default).
+- "compact": a baseline that renumbers the kept tokens as a dense 1-D stream s, s+1, ... (the
+  positions they would get if the kept tokens were ordinary text); text continues after them.
+
+Rule 2: the temporal scaling is done in float32 from integer grid indices, then floored to int64,
+exactly as transformers does (`(arange(T) * interval).long()` with a float32 interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+POSITION_MODES = ("keep", "compact")
+TEXT_AFTER_RULES = ("spatial", "max")
+
+
+@dataclass(frozen=True)
+class VideoSpan:
+    """The video part of a prompt: the tokens that enter the LLM, in entry order.
+
+    pos: [N, 3] int64 (t, h, w) on the uncompressed LLM grid (VisualTokens.pos of one video).
+    grid: (T, H, W) uncompressed LLM grid (tubelets, merged rows, merged columns).
+    second_per_grid: seconds one tubelet spans, temporal_patch_size / sampled_fps.
+    """
+
+    pos: torch.Tensor
+    grid: tuple[int, int, int]
+    second_per_grid: float
+
+    def __post_init__(self):
+        if self.pos.dtype != torch.int64 or self.pos.ndim != 2 or self.pos.shape[1] != 3:
+            raise ValueError(f"VideoSpan.pos must be int64 [N, 3], got {self.pos.dtype} {tuple(self.pos.shape)}")
+        if len(self.grid) != 3 or min(int(g) for g in self.grid) < 1:
+            raise ValueError(f"VideoSpan.grid must be three positive ints (T, H, W), got {self.grid}")
+        if not self.second_per_grid > 0:
+            raise ValueError(f"VideoSpan.second_per_grid must be > 0, got {self.second_per_grid}")
+        if self.pos.numel():
+            hi = torch.tensor([int(g) for g in self.grid])
+            if bool((self.pos < 0).any()) or bool((self.pos >= hi).any()):
+                raise ValueError(f"VideoSpan.pos has (t, h, w) outside the grid {tuple(self.grid)}")
+
+
+@dataclass(frozen=True)
+class PromptPositions:
+    """position_ids: [3, L] int64 for the L prompt tokens; next_position: first generated token's position."""
+
+    position_ids: torch.Tensor
+    next_position: int
+
+    @property
+    def rope_delta(self) -> int:
+        """transformers' `rope_deltas`: generated token k (0-based) sits at L + k + rope_delta."""
+        return self.next_position - int(self.position_ids.shape[1])
+
+
+def temporal_interval(second_per_grid: float, tokens_per_second: float) -> torch.Tensor:
+    """0-dim float32: temporal position step per tubelet (same float32 arithmetic as transformers)."""
+    return torch.tensor(second_per_grid, dtype=torch.float32) * tokens_per_second
+
+
+def temporal_positions(t_index: torch.Tensor, interval: torch.Tensor) -> torch.Tensor:
+    """[N] int64 tubelet index -> [N] int64 floor(t * interval), computed in float32 (rule 2)."""
+    return (t_index.to(torch.float32) * interval.to(torch.float32)).long()
+
+
+def video_position_ids(span: VideoSpan, start: int, tokens_per_second: float, mode: str = "keep") -> torch.Tensor:
+    """[3, N] int64 positions of the span's tokens, the text before them ending at `start` - 1."""
+    _check_mode(mode)
+    n = span.pos.shape[0]
+    if mode == "compact":
+        return (torch.arange(n, dtype=torch.int64) + start).view(1, -1).expand(3, -1).clone()
+    interval = temporal_interval(span.second_per_grid, tokens_per_second)
+    t = temporal_positions(span.pos[:, 0], interval)
+    return torch.stack([t, span.pos[:, 1], span.pos[:, 2]], 0) + start
+
+
+def uncompressed_max_offset(grid: tuple[int, int, int], second_per_grid: float, tokens_per_second: float) -> int:
+    """Largest position offset (from the video's start) any token of the uncompressed grid uses."""
+    t, h, w = (int(g) for g in grid)
+    t_last = int(temporal_positions(torch.tensor([t - 1]), temporal_interval(second_per_grid, tokens_per_second))[0])
+    return max(t_last, h - 1, w - 1)
+
+
+def text_after_offset(span: VideoSpan, tokens_per_second: float, mode: str = "keep", text_after: str = "spatial") -> int:
+    """How far past the video's start position the following text starts."""
+    _check_mode(mode)
+    if text_after not in TEXT_AFTER_RULES:
+        raise ValueError(f"text_after must be one of {TEXT_AFTER_RULES}, got {text_after!r}")
+    if mode == "compact":
+        return int(span.pos.shape[0])
+    if text_after == "spatial":
+        return max(int(span.grid[1]), int(span.grid[2]))
+    return uncompressed_max_offset(span.grid, span.second_per_grid, tokens_per_second) + 1
+
+
+def prompt_position_ids(
+    segments: list[int | VideoSpan],
+    tokens_per_second: float,
+    mode: str = "keep",
+    text_after: str = "spatial",
+) -> PromptPositions:
+    """Positions for a prompt made of text runs (an int: its token count) and video spans, in order.
+
+    Returns [3, L] int64 position ids (L = text tokens + kept video tokens) and the position the
+    first generated token takes: the largest position the prompt would use uncompressed, + 1.
+    """
+    _check_mode(mode)
+    parts, cur, top = [], 0, -1
+    for seg in segments:
+        if isinstance(seg, VideoSpan):
+            parts.append(video_position_ids(seg, cur, tokens_per_second, mode))
+            if mode == "keep":
+                top = max(top, cur + uncompressed_max_offset(seg.grid, seg.second_per_grid, tokens_per_second))
+            elif seg.pos.shape[0]:
+                top = max(top, cur + int(seg.pos.shape[0]) - 1)
+            cur += text_after_offset(seg, tokens_per_second, mode, text_after)
+        else:
+            n = int(seg)
+            if n < 0:
+                raise ValueError(f"text run length must be >= 0, got {n}")
+            parts.append((torch.arange(n, dtype=torch.int64) + cur).view(1, -1).expand(3, -1))
+            if n:
+                top = max(top, cur + n - 1)
+            cur += n
+    position_ids = torch.cat(parts, 1) if parts else torch.zeros(3, 0, dtype=torch.int64)
+    return PromptPositions(position_ids=position_ids.contiguous(), next_position=top + 1)
+
+
+def generation_position_ids(next_position: int, count: int, offset: int = 0) -> torch.Tensor:
+    """[3, count] int64 positions of generated tokens offset .. offset+count-1 (all rows equal)."""
+    return (torch.arange(offset, offset + count, dtype=torch.int64) + next_position).view(1, -1).expand(3, -1).clone()
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in POSITION_MODES:
+        raise ValueError(f"position mode must be one of {POSITION_MODES}, got {mode!r}")
