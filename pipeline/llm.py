@@ -1,0 +1,326 @@
+"""The LLM stage: compressed `VisualTokens` into Qwen2.5-VL's language model at their M-RoPE positions.
+
+    llm = QwenVL.load("path/to/Qwen2.5-VL-checkpoint")
+    video = llm.preprocess(frames, time_s, sampled_fps)        # the checkpoint's own processor
+    tokens = llm.encode(video)                                 # VisualTokens, full grid
+    prefix = llm.prefill_video(compress(tokens, ...), video.second_per_grid)   # shared KV cache
+    answer = llm.ask(prefix, "What happens?")                 # or llm.stream(prefix, ...) for text pieces
+
+The prompt is the checkpoint's chat template with the video placeholder expanded to the *kept*
+token count. Text ids are embedded with the model's own input embedding table, the kept tokens'
+embeds are written into the video slots, and the language model (transformers' class) runs on
+`inputs_embeds` plus 3-row position ids from `pipeline/positions.py`; the lm_head gives the logits.
+
+One video, many questions: `prefill_video` runs everything up to and including the video once;
+each question starts from a copy of that KV cache (safe to use from several threads). Query-aware
+compression cannot share the prefix (the kept set depends on the question): call `prefill_video`
+per question there.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoders.errors import VidsieveError
+from encoders.tokens import VisualTokens
+from pipeline.positions import POSITION_MODES, TEXT_AFTER_RULES, VideoSpan, generation_position_ids, prompt_position_ids
+from pipeline.sampling import GenerationConfig, TextStream, next_token
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(VidsieveError):
+    """The model directory is missing, incomplete or not a supported checkpoint."""
+
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video after the checkpoint's processor (resize, normalize, patchify).
+
+    pixel_values: [T*Hp*Wp, C*temporal_patch*patch*patch] float, in the processor's patch order.
+    grid_thw: (T, Hp, Wp) patch grid (Hp, Wp before the 2x2 merge).
+    second_per_grid: seconds one tubelet spans (temporal_patch_size / sampled_fps).
+    tubelet_time_s: [T] float32 timestamp of each tubelet's first frame.
+    """
+
+    pixel_values: torch.Tensor
+    grid_thw: tuple[int, int, int]
+    second_per_grid: float
+    tubelet_time_s: torch.Tensor
+
+
+@dataclass
+class VideoPrefix:
+    """The question-independent part of a prompt, prefilled: system turn, user turn start, video.
+
+    cache: the language model's KV cache after the prefix (copied, never mutated, by questions).
+    ids: [L0] prompt ids of the prefix (video slots hold the video token id).
+    text_before: number of text tokens before the video; span: the video's kept tokens and grid.
+    """
+
+    cache: object
+    ids: list[int]
+    text_before: int
+    span: VideoSpan
+    tokens: VisualTokens
+    mode: str
+    text_after: str
+    prefix_text: str
+    prefill_ms: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """text: decoded answer without special tokens; token_ids: generated ids (a stop token included);
+    prompt_ids: the full prompt (prefix + question); timings_ms: "question_prefill", "generate"."""
+
+    text: str
+    token_ids: list[int]
+    prompt_ids: list[int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def hf_vision_tower(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """transformers' own vision tower: (pixel_values, grid_thw [1, 3]) -> [T*H*W, D] merged tokens."""
+
+    def run(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        out = model.model.get_video_features(pixel_values, grid_thw, return_dict=True)
+        return out.pooler_output[0]
+
+    return run
+
+
+class QwenVL:
+    """A local Qwen2.5-VL checkpoint: processor, vision tower and language model."""
+
+    def __init__(self, model, processor, model_dir: str = ""):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.model_dir = model_dir
+        cfg = model.config
+        self.tokens_per_second = cfg.vision_config.tokens_per_second
+        self.temporal_patch_size = int(processor.video_processor.temporal_patch_size)
+        self.merge_size = int(processor.video_processor.merge_size)
+        self.video_token_id = int(cfg.video_token_id)
+        self.video_token = processor.video_token
+        self.forbidden_ids = {int(cfg.video_token_id), int(cfg.image_token_id), int(cfg.vision_start_token_id), int(cfg.vision_end_token_id)}
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = cfg.text_config.eos_token_id
+        self.stop_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        self.vision = hf_vision_tower(model)
+        self.vision_name = "transformers"
+
+    # ---- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> "QwenVL":
+        """Load processor and model from a local directory (never the network)."""
+        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model directory {str(path)!r} has no config.json; pass --model DIR of a local Qwen2.5-VL checkpoint")
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        if config.model_type != "qwen2_5_vl":
+            raise ModelLoadError(f"model {str(path)!r} is a {config.model_type!r} checkpoint; vidsieve's LLM stage reads qwen2_5_vl")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+        return cls(model, processor, str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- vision -------------------------------------------------------------------------------
+
+    def preprocess(self, frames: np.ndarray, time_s, sampled_fps: float) -> VideoInput:
+        """frames [F, H, W, 3] uint8 RGB (already sampled) -> the processor's patches.
+
+        The processor is told not to sample (`do_sample_frames=False`) and is given the true
+        sampling rate, which sets second_per_grid and hence the temporal positions.
+        """
+        from transformers.video_utils import VideoMetadata
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
+        if not sampled_fps > 0:
+            raise ValueError(f"sampled_fps must be > 0, got {sampled_fps}")
+        f = frames.shape[0]
+        meta = VideoMetadata(total_num_frames=f, fps=float(sampled_fps))
+        out = self.processor.video_processor(
+            videos=[frames], video_metadata=[meta], do_sample_frames=False, return_tensors="pt"
+        )
+        t, hp, wp = (int(x) for x in out["video_grid_thw"][0])
+        times = torch.as_tensor(np.asarray(time_s, dtype=np.float64), dtype=torch.float32)
+        if times.shape != (f,):
+            raise ValueError(f"time_s must be [{f}], got {tuple(times.shape)}")
+        return VideoInput(
+            pixel_values=out["pixel_values_videos"],
+            grid_thw=(t, hp, wp),
+            second_per_grid=self.temporal_patch_size / float(sampled_fps),
+            tubelet_time_s=times[:: self.temporal_patch_size][:t],
+        )
+
+    @torch.inference_mode()
+    def encode(self, video: VideoInput) -> VisualTokens:
+        """The full (uncompressed) token grid of one video, in raster (t, h, w) order."""
+        t, hp, wp = video.grid_thw
+        grid = torch.tensor([[t, hp, wp]], device=self.device)
+        embeds = self.vision(video.pixel_values.to(self.device), grid)
+        llm_grid = (t, hp // self.merge_size, wp // self.merge_size)
+        return VisualTokens.full_grid(embeds, llm_grid, video.tubelet_time_s)
+
+    # ---- prompt -------------------------------------------------------------------------------
+
+    def render(self, question: str) -> tuple[str, str]:
+        """Chat template around one video and the question -> (text before the video, text after)."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        parts = text.split(self.video_token)
+        if len(parts) != 2:
+            raise VidsieveError(f"question must not contain the video placeholder {self.video_token!r}")
+        return parts[0], parts[1]
+
+    def _tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _embed(self, ids: list[int], visual: torch.Tensor | None = None) -> torch.Tensor:
+        """[L] ids -> [1, L, D] embeddings; video slots take `visual` [N, D] rows in order."""
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
+        emb = self.model.get_input_embeddings()(ids_t)
+        slots = ids_t == self.video_token_id
+        n = int(slots.sum())
+        if n != (0 if visual is None else visual.shape[0]):
+            raise ValueError(f"prompt has {n} video slots for {0 if visual is None else visual.shape[0]} visual tokens")
+        if n:
+            emb = emb.clone()
+            emb[slots] = visual.to(device=emb.device, dtype=emb.dtype)
+        return emb.unsqueeze(0)
+
+    @torch.inference_mode()
+    def _forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
+        """[1, L, D] embeds, [3, L] positions -> [V] float32 logits of the last position (cache updated)."""
+        out = self.model.model.language_model(
+            inputs_embeds=embeds,
+            position_ids=position_ids.to(self.device).unsqueeze(1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
+
+    # ---- prefill + generate -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill_video(
+        self, tokens: VisualTokens, second_per_grid: float, mode: str = "keep", text_after: str = "spatial"
+    ) -> VideoPrefix:
+        """Prefill the prompt up to and including the video's tokens (in the order given)."""
+        from transformers import DynamicCache
+
+        if tokens.num_videos != 1:
+            raise ValueError(f"prefill_video takes one video's tokens, got a pack of {tokens.num_videos}")
+        if mode not in POSITION_MODES or text_after not in TEXT_AFTER_RULES:
+            raise ValueError(f"mode must be in {POSITION_MODES} and text_after in {TEXT_AFTER_RULES}, got {mode!r}, {text_after!r}")
+        t0 = time.perf_counter()
+        before, _ = self.render("")
+        ids_before = self._tokenize(before)
+        grid = tuple(int(g) for g in tokens.grids[0])
+        span = VideoSpan(pos=tokens.pos.cpu(), grid=grid, second_per_grid=float(second_per_grid))
+        ids = ids_before + [self.video_token_id] * len(tokens)
+        positions = prompt_position_ids([len(ids_before), span], self.tokens_per_second, mode, text_after)
+        cache = DynamicCache(config=self.model.config.text_config)
+        self._forward(self._embed(ids, tokens.embeds), positions.position_ids, cache)
+        return VideoPrefix(
+            cache=cache,
+            ids=ids,
+            text_before=len(ids_before),
+            span=span,
+            tokens=tokens,
+            mode=mode,
+            text_after=text_after,
+            prefix_text=before,
+            prefill_ms=(time.perf_counter() - t0) * 1e3,
+        )
+
+    @torch.inference_mode()
+    def _prefill_question(self, prefix: VideoPrefix, question: str):
+        """Copy the prefix cache and run the question part -> (last logits [V], cache, next_position, suffix ids)."""
+        if not question or not question.strip():
+            raise VidsieveError("question is empty; ask something about the video")
+        if self.forbidden_ids & set(self._tokenize(question)):
+            raise VidsieveError("question must not contain vision placeholder tokens such as <|video_pad|>")
+        before, after = self.render(question)
+        if before != prefix.prefix_text:
+            raise ValueError("the chat template puts question-dependent text before the video; prefix reuse is unsafe")
+        suffix = self._tokenize(after)
+        positions = prompt_position_ids(
+            [prefix.text_before, prefix.span, len(suffix)], self.tokens_per_second, prefix.mode, prefix.text_after
+        )
+        cache = copy.deepcopy(prefix.cache)
+        logits = self._forward(self._embed(suffix), positions.position_ids[:, len(prefix.ids) :], cache)
+        return logits, cache, positions.next_position, suffix
+
+    @torch.inference_mode()
+    def question_logits(self, prefix: VideoPrefix, question: str) -> torch.Tensor:
+        """[V] float32 logits of the first answer token (for scoring choices without generating)."""
+        return self._prefill_question(prefix, question)[0]
+
+    def generate_ids(self, prefix: VideoPrefix, question: str, gen: GenerationConfig, timings: dict | None = None) -> Iterator[int]:
+        """Yield generated token ids for `question` about the prefilled video (stop token included)."""
+        # No `with inference_mode()` around the loop: it would stay on in the caller across yields.
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
+        logits, cache, next_position, _ = self._prefill_question(prefix, question)
+        timings["question_prefill"] = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        rng = gen.generator(self.device)
+        for k in range(gen.max_new_tokens):
+            tok = next_token(logits, gen, rng)
+            yield tok
+            if tok in self.stop_ids or k + 1 == gen.max_new_tokens:
+                break
+            logits = self._forward(self._embed([tok]), generation_position_ids(next_position, 1, offset=k), cache)
+        timings["generate"] = (time.perf_counter() - t1) * 1e3
+
+    def stream(self, prefix: VideoPrefix, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:
+        """Yield pieces of the answer's text as they are generated."""
+        text = TextStream(self.tokenizer)
+        for tok in self.generate_ids(prefix, question, gen or GenerationConfig()):
+            piece = text.push(tok)
+            if piece:
+                yield piece
+        rest = text.flush()
+        if rest:
+            yield rest
+
+    def ask(self, prefix: VideoPrefix, question: str, gen: GenerationConfig | None = None) -> Answer:
+        """Answer one question about the prefilled video."""
+        timings: dict[str, float] = {}
+        ids = list(self.generate_ids(prefix, question, gen or GenerationConfig(), timings))
+        _, after = self.render(question)
+        return Answer(
+            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            token_ids=ids,
+            prompt_ids=prefix.ids + self._tokenize(after),
+            timings_ms=timings,
+        )
+
+    def ask_many(self, prefix: VideoPrefix, questions: list[str], gen: GenerationConfig | None = None) -> list[Answer]:
+        """Several questions about one video; the video's prefill is shared, each starts from a copy."""
+        return [self.ask(prefix, q, gen) for q in questions]

@@ -1,0 +1,185 @@
+"""pipeline/llm.py against transformers itself, on a tiny random Qwen2.5-VL and a real encoded video.
+
+1. No compression: our generated ids == `Qwen2_5_VLForConditionalGeneration.generate` (greedy) on the
+   same frames (processor with do_sample_frames=False and the true sampling fps).
+2. Pruned: our ids == a greedy loop written here over transformers' model fed only the kept video
+   tokens at the positions `get_rope_index` assigns on the full sequence.
+3. `compact` positions give different logits and tokens than `keep`.
+Plus prefix reuse, seeded sampling, streaming and input errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from encoders.errors import VidsieveError
+from pipeline.decode import sample_frames
+from pipeline.llm import ModelLoadError, QwenVL
+from pipeline.sampling import GenerationConfig, top_p_filter
+from pipeline.videogen import moving_square_video
+from tests.fixtures.tiny_qwen import make_tiny_qwen2_5_vl
+
+QUESTION = "What happens in the video?"
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm")
+    model_dir = make_tiny_qwen2_5_vl(root / "ckpt", seed=3)
+    video = root / "square.mp4"
+    moving_square_video(video, width=84, height=56, num_frames=16, fps=8.0, square_px=16, step_px=(4, 2))
+    # fps 3 on an 8 fps video: 6 frames, second_per_grid 2/3 (a non-integer temporal step).
+    sampled = sample_frames(video, fps=3.0)
+    llm = QwenVL.load(model_dir, device="cpu", dtype=torch.float32)
+    vin = llm.preprocess(sampled.frames, sampled.time_s, sampled.sampled_fps)
+    tokens = llm.encode(vin)
+    return dict(model_dir=model_dir, sampled=sampled, llm=llm, vin=vin, tokens=tokens)
+
+
+def hf_inputs(llm: QwenVL, sampled, question: str = QUESTION):
+    from transformers.video_utils import VideoMetadata
+
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    text = llm.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    meta = VideoMetadata(total_num_frames=sampled.num_frames, fps=sampled.sampled_fps)
+    return llm.processor(
+        text=[text],
+        videos=[sampled.frames],
+        videos_kwargs=dict(video_metadata=[meta], do_sample_frames=False),
+        return_tensors="pt",
+    )
+
+
+def test_grid_and_tokens_match_the_processor(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    inp = hf_inputs(llm, setup["sampled"])
+    assert list(inp["video_grid_thw"][0]) == list(vin.grid_thw)
+    assert torch.equal(inp["pixel_values_videos"], vin.pixel_values)
+    assert tuple(tokens.grids[0].tolist()) == (3, 2, 3) and len(tokens) == 18
+    assert float(inp["second_per_grid_ts"][0]) == pytest.approx(vin.second_per_grid)
+
+
+def test_uncompressed_equals_transformers_generate(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    inp = hf_inputs(llm, setup["sampled"])
+    with torch.inference_mode():
+        ref = llm.model.generate(**inp, max_new_tokens=NEW_TOKENS, do_sample=False)
+    ref_ids = ref[0, inp["input_ids"].shape[1] :].tolist()
+    answer = llm.ask(llm.prefill_video(tokens, vin.second_per_grid), QUESTION, GenerationConfig(max_new_tokens=NEW_TOKENS))
+    assert answer.prompt_ids == inp["input_ids"][0].tolist(), "prompt ids differ from the processor's"
+    assert answer.token_ids == ref_ids, f"vidsieve {answer.token_ids} vs transformers {ref_ids}"
+    assert len(set(ref_ids)) > 1, "degenerate reference: the tiny model repeats one token"
+
+
+def reference_pruned_greedy(llm: QwenVL, inp, keep: torch.Tensor, steps: int) -> list[int]:
+    """Written apart from pipeline/llm.py: transformers' full model, kept video tokens only,
+    positions from `get_rope_index` on the full sequence, greedy, KV cache."""
+    from transformers import DynamicCache
+
+    model = llm.model
+    ids = inp["input_ids"]
+    with torch.inference_mode():
+        pos, delta = model.model.get_rope_index(
+            ids,
+            mm_token_type_ids=inp["mm_token_type_ids"],
+            video_grid_thw=inp["video_grid_thw"],
+            second_per_grid_ts=inp["second_per_grid_ts"],
+        )
+        feats = model.model.get_video_features(inp["pixel_values_videos"], inp["video_grid_thw"]).pooler_output[0]
+        video_cols = (ids[0] == model.config.video_token_id).nonzero().flatten()
+        assert video_cols.numel() == feats.shape[0]
+        drop = torch.zeros(ids.shape[1], dtype=torch.bool)
+        drop[video_cols] = True
+        drop[video_cols[keep]] = False
+        cols = (~drop).nonzero().flatten()
+        emb = model.get_input_embeddings()(ids[0]).clone()
+        emb[video_cols] = feats
+        cache = DynamicCache(config=model.config.text_config)
+        out = model(inputs_embeds=emb[cols][None], position_ids=pos[:, :, cols], past_key_values=cache, use_cache=True)
+        generated = []
+        for k in range(steps):
+            tok = int(out.logits[0, -1].argmax())
+            generated.append(tok)
+            if tok == model.generation_config.eos_token_id:
+                break
+            p = torch.full((3, 1, 1), ids.shape[1] + k + int(delta[0]))
+            out = model(input_ids=torch.tensor([[tok]]), position_ids=p, past_key_values=cache, use_cache=True)
+    return generated
+
+
+def test_pruned_equals_transformers_at_full_sequence_positions(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    keep = torch.arange(0, len(tokens), 2)  # every other token, in original order
+    inp = hf_inputs(llm, setup["sampled"])
+    ref = reference_pruned_greedy(llm, inp, keep, NEW_TOKENS)
+    prefix = llm.prefill_video(tokens.select(keep), vin.second_per_grid)
+    ours = llm.ask(prefix, QUESTION, GenerationConfig(max_new_tokens=NEW_TOKENS)).token_ids
+    assert ours == ref, f"vidsieve {ours} vs reference {ref}"
+    # Pruning really changed the input: the uncompressed answer or logits differ.
+    full = llm.prefill_video(tokens, vin.second_per_grid)
+    assert not torch.allclose(llm.question_logits(full, QUESTION), llm.question_logits(prefix, QUESTION), atol=1e-4)
+
+
+def test_compact_mode_differs_from_keep(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    kept = tokens.select(torch.arange(0, len(tokens), 2))
+    keep_p = llm.prefill_video(kept, vin.second_per_grid, mode="keep")
+    compact_p = llm.prefill_video(kept, vin.second_per_grid, mode="compact")
+    a, b = llm.question_logits(keep_p, QUESTION), llm.question_logits(compact_p, QUESTION)
+    again = llm.question_logits(llm.prefill_video(kept, vin.second_per_grid, mode="keep"), QUESTION)
+    assert torch.equal(a, again), "keep mode is not deterministic; the comparison below would mean nothing"
+    assert (a - b).abs().max() > 1e-2, f"compact and keep logits nearly equal: max diff {(a - b).abs().max():.2e}"
+    gen = GenerationConfig(max_new_tokens=NEW_TOKENS)
+    assert llm.ask(keep_p, QUESTION, gen).token_ids != llm.ask(compact_p, QUESTION, gen).token_ids
+
+
+def test_prefix_reuse_equals_separate_runs(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    questions = [QUESTION, "How many squares are there?", "What color is the square?"]
+    gen = GenerationConfig(max_new_tokens=8)
+    shared = llm.ask_many(llm.prefill_video(tokens, vin.second_per_grid), questions, gen)
+    separate = [llm.ask(llm.prefill_video(tokens, vin.second_per_grid), q, gen) for q in questions]
+    assert [a.token_ids for a in shared] == [a.token_ids for a in separate]
+    assert len({tuple(a.token_ids) for a in shared}) > 1, "questions do not change the answer: test would be vacuous"
+
+
+def test_seeded_sampling_is_reproducible(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    prefix = llm.prefill_video(tokens, vin.second_per_grid)
+
+    def run(seed):
+        return llm.ask(prefix, QUESTION, GenerationConfig(max_new_tokens=10, temperature=1.5, top_p=0.95, seed=seed)).token_ids
+
+    assert run(7) == run(7)
+    assert len({tuple(run(s)) for s in range(4)}) > 1, "different seeds all gave one answer"
+
+
+def test_stream_pieces_join_to_the_answer(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    prefix = llm.prefill_video(tokens, vin.second_per_grid)
+    gen = GenerationConfig(max_new_tokens=NEW_TOKENS)
+    pieces = list(llm.stream(prefix, QUESTION, gen))
+    assert "".join(pieces) == llm.ask(prefix, QUESTION, gen).text
+    assert torch.is_inference_mode_enabled() is False
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    kept = torch.isfinite(top_p_filter(logits, 0.75))
+    assert kept.tolist() == [True, True, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.1)).tolist() == [True, False, False, False]
+
+
+def test_bad_inputs(setup, tmp_path):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    prefix = llm.prefill_video(tokens, vin.second_per_grid)
+    with pytest.raises(VidsieveError, match="placeholder"):
+        llm.ask(prefix, "what is <|video_pad|> here?")
+    with pytest.raises(VidsieveError, match="empty"):
+        llm.ask(prefix, "  ")
+    with pytest.raises(ModelLoadError, match="config.json"):
+        QwenVL.load(tmp_path / "nope")
+    with pytest.raises(VidsieveError, match="max_new_tokens"):
+        GenerationConfig(max_new_tokens=0)
