@@ -37,6 +37,9 @@ from pipeline.sampling import GenerationConfig, TextStream, next_token
 log = logging.getLogger(__name__)
 
 
+VISION_BACKENDS = ("vidsieve", "transformers")
+
+
 class ModelLoadError(VidsieveError):
     """The model directory is missing, incomplete or not a supported checkpoint."""
 
@@ -103,7 +106,7 @@ def hf_vision_tower(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 class QwenVL:
     """A local Qwen2.5-VL checkpoint: processor, vision tower and language model."""
 
-    def __init__(self, model, processor, model_dir: str = ""):
+    def __init__(self, model, processor, model_dir: str = "", encoder=None):
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -119,15 +122,35 @@ class QwenVL:
         if eos is None:
             eos = cfg.text_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
-        self.vision = hf_vision_tower(model)
-        self.vision_name = "transformers"
+        # vidsieve's own encoder (encoders/) when given; transformers' tower is the reference path.
+        self.encoder = encoder
+        self.vision_name = "vidsieve" if encoder is not None else "transformers"
+        self._hf_vision = hf_vision_tower(model)
 
     # ---- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> "QwenVL":
-        """Load processor and model from a local directory (never the network)."""
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        vision: str = "vidsieve",
+        keep_hf_vision: bool = False,
+    ) -> "QwenVL":
+        """Load processor and model from a local directory (never the network).
+
+        vision: "vidsieve" (encoders/ VisionEncoder on the checkpoint's visual.* weights) or
+            "transformers" (the model's own tower, the reference).
+        keep_hf_vision: with vision="vidsieve", keep transformers' copy of the tower too (tests
+            compare against `generate`); otherwise it is released so the weights sit in memory once.
+        """
         from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        from encoders.load import load_qwen2_5_vl
+
+        if vision not in VISION_BACKENDS:
+            raise ValueError(f"vision must be one of {VISION_BACKENDS}, got {vision!r}")
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
@@ -140,7 +163,14 @@ class QwenVL:
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
-        return cls(model, processor, str(path))
+        encoder = None
+        if vision == "vidsieve":
+            encoder, report = load_qwen2_5_vl(path, dtype=dtype, device=device)
+            log.info("vidsieve vision encoder loaded from %s: %s", path, report)
+            if not keep_hf_vision:
+                # Our encoder holds the same weights; transformers' copy would only double the memory.
+                model.model.visual = torch.nn.Module()
+        return cls(model, processor, str(path), encoder=encoder)
 
     @property
     def device(self) -> torch.device:
@@ -178,11 +208,17 @@ class QwenVL:
         )
 
     @torch.inference_mode()
-    def encode(self, video: VideoInput) -> VisualTokens:
-        """The full (uncompressed) token grid of one video, in raster (t, h, w) order."""
+    def encode(self, video: VideoInput, cell_mask: torch.Tensor | None = None) -> VisualTokens:
+        """One video's tokens in raster (t, h, w) order: the full grid, or with `cell_mask`
+        (bool [T, H, W] over merged cells, vidsieve encoder only) just the kept cells."""
         t, hp, wp = video.grid_thw
-        grid = torch.tensor([[t, hp, wp]], device=self.device)
-        embeds = self.vision(video.pixel_values.to(self.device), grid)
+        if self.encoder is not None:
+            grid = torch.tensor([[t, hp, wp]])
+            masks = None if cell_mask is None else [cell_mask]
+            return self.encoder.encode(video.pixel_values, grid, [video.tubelet_time_s], cell_mask=masks)
+        if cell_mask is not None:
+            raise ValueError("cell_mask needs vidsieve's encoder (vision='vidsieve'); transformers' tower encodes full grids")
+        embeds = self._hf_vision(video.pixel_values.to(self.device), torch.tensor([[t, hp, wp]], device=self.device))
         llm_grid = (t, hp // self.merge_size, wp // self.merge_size)
         return VisualTokens.full_grid(embeds, llm_grid, video.tubelet_time_s)
 

@@ -32,7 +32,8 @@ def setup(tmp_path_factory):
     moving_square_video(video, width=84, height=56, num_frames=16, fps=8.0, square_px=16, step_px=(4, 2))
     # fps 3 on an 8 fps video: 6 frames, second_per_grid 2/3 (a non-integer temporal step).
     sampled = sample_frames(video, fps=3.0)
-    llm = QwenVL.load(model_dir, device="cpu", dtype=torch.float32)
+    # vidsieve's encoder; transformers' tower kept too, for the reference runs below.
+    llm = QwenVL.load(model_dir, device="cpu", dtype=torch.float32, keep_hf_vision=True)
     vin = llm.preprocess(sampled.frames, sampled.time_s, sampled.sampled_fps)
     tokens = llm.encode(vin)
     return dict(model_dir=model_dir, sampled=sampled, llm=llm, vin=vin, tokens=tokens)
@@ -59,6 +60,20 @@ def test_grid_and_tokens_match_the_processor(setup):
     assert torch.equal(inp["pixel_values_videos"], vin.pixel_values)
     assert tuple(tokens.grids[0].tolist()) == (3, 2, 3) and len(tokens) == 18
     assert float(inp["second_per_grid_ts"][0]) == pytest.approx(vin.second_per_grid)
+
+
+def test_vidsieve_encoder_matches_transformers_tower(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    assert llm.vision_name == "vidsieve"
+    with torch.inference_mode():
+        ref = llm.model.model.get_video_features(vin.pixel_values, torch.tensor([list(vin.grid_thw)])).pooler_output[0]
+    assert torch.allclose(tokens.embeds, ref, atol=1e-4, rtol=0), f"max diff {(tokens.embeds - ref).abs().max():.2e}"
+    # A cell mask encodes only the kept cells, at their true (t, h, w).
+    mask = torch.zeros(tokens.grids[0].tolist(), dtype=torch.bool)
+    mask[0] = True
+    mask[2, 1, 2] = True
+    part = llm.encode(vin, cell_mask=mask)
+    assert part.pos.tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0], [0, 1, 1], [0, 1, 2], [2, 1, 2]]
 
 
 def test_uncompressed_equals_transformers_generate(setup):
@@ -170,6 +185,17 @@ def test_top_p_keeps_the_smallest_nucleus():
     kept = torch.isfinite(top_p_filter(logits, 0.75))
     assert kept.tolist() == [True, True, False, False]
     assert torch.isfinite(top_p_filter(logits, 0.1)).tolist() == [True, False, False, False]
+
+
+def test_released_hf_tower_gives_the_same_answer(setup):
+    small = QwenVL.load(setup["model_dir"], device="cpu", dtype=torch.float32)
+    assert not any(True for _ in small.model.model.visual.parameters()), "transformers' tower copy was kept"
+    llm, sampled = setup["llm"], setup["sampled"]
+    gen = GenerationConfig(max_new_tokens=6)
+    vin = small.preprocess(sampled.frames, sampled.time_s, sampled.sampled_fps)
+    a = small.ask(small.prefill_video(small.encode(vin), vin.second_per_grid), QUESTION, gen)
+    b = llm.ask(llm.prefill_video(setup["tokens"], setup["vin"].second_per_grid), QUESTION, gen)
+    assert a.token_ids == b.token_ids
 
 
 def test_bad_inputs(setup, tmp_path):
