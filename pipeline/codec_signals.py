@@ -30,8 +30,15 @@ from pipeline.video_io import VideoInfo, open_container, probe_video, video_stre
 
 log = logging.getLogger(__name__)
 
-# Codecs whose FFmpeg decoder fills MOTION_VECTORS side data (measured, see docs/codecs.md).
-MV_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263"})
+# Codec -> picture types whose MOTION_VECTORS side data FFmpeg's decoder fills with real vectors
+# (measured, see docs/codecs.md). MPEG-4 Part 2 B-frames export only zero vectors (their direct-mode
+# motion is not exported), so they are left out rather than averaged in as "no motion".
+MV_CODECS: dict[str, frozenset[str]] = {
+    "h264": frozenset({"P", "B"}),
+    "mpeg4": frozenset({"P"}),
+    "mpeg2video": frozenset({"P", "B"}),
+    "mpeg1video": frozenset({"P", "B"}),
+}
 
 _PICTURE_TYPE = {"I": "I", "SI": "I", "P": "P", "SP": "P", "S": "P", "B": "B", "BI": "B"}
 
@@ -154,6 +161,7 @@ def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use
     before = key_idx[key_idx <= indices[0]]
     start = int(before[-1]) if len(before) else 0
     src_hw = (info.height, info.width)
+    trusted = MV_CODECS.get(info.codec, frozenset())
     pending_b: list[tuple[int, np.ndarray]] = []  # B-frames wait for the next anchor (their backward reference)
     last_anchor = None
 
@@ -197,7 +205,7 @@ def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use
             if kk is not None:
                 types[kk], seen[kk] = ptype, True
             mvs = None
-            if use_mv and ptype in ("P", "B"):
+            if use_mv and ptype in trusted:
                 side = frame.side_data.get("MOTION_VECTORS")
                 mvs = side.to_ndarray() if side is not None else np.zeros(0, dtype=_empty_mv_dtype())
             if ptype == "B":

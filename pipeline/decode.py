@@ -40,6 +40,10 @@ DEFAULT_MAX_FRAMES = 256
 DEFAULT_MAX_PIXELS = 768 * 28 * 28  # Qwen2.5-VL's per-frame pixel cap for video
 DEFAULT_TIMEOUT_S = 120.0
 _DECORD_CHUNK = 8  # frames decord decodes per call: bounds memory to 8 native-size frames
+# Codecs decord 0.6 decodes correctly at random access (measured against a full PyAV decode, see
+# docs/codecs.md). For HEVC and MPEG-4 with B-frames it returns frames shifted by the reorder
+# delay, silently; AV1 it cannot open. Those go to PyAV.
+DECORD_CODECS = frozenset({"h264", "vp9"})
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ def get_backend(name: str) -> DecodeFn:
     return BACKENDS[name]
 
 
+class _NotForDecord(VideoDecodeError):
+    """decord is known to mis-decode this codec; "auto" goes straight to PyAV without a note."""
+
+
 class _Cancelled(Exception):
     """The caller's timeout passed; the worker stops at the next frame."""
 
@@ -190,6 +198,11 @@ def decode_pyav(info: VideoInfo, indices: np.ndarray, out_hw: tuple[int, int], c
 @register_backend("decord")
 def decode_decord(info: VideoInfo, indices: np.ndarray, out_hw: tuple[int, int], cancel: threading.Event) -> np.ndarray:
     """Decode `indices` with decord, checking its frame table agrees with the PyAV index."""
+    if info.codec not in DECORD_CODECS:
+        raise _NotForDecord(
+            f"{info.path}: the decord backend is not used for {info.codec} video (its seeking returns wrong frames "
+            f"or fails; decord is used for {', '.join(sorted(DECORD_CODECS))}); use backend 'pyav' or 'auto'."
+        )
     import decord  # imported here: it is optional for PyAV-only use and slow to import
 
     reader = decord.VideoReader(info.path, ctx=decord.cpu(0))
@@ -328,6 +341,10 @@ def _decode_with_fallback(info, indices, out_hw, backend, cancel, notes):
             return partial.frames, partial.indices, name
         except _Cancelled:
             raise
+        except _NotForDecord as e:
+            if attempt + 1 == len(names):
+                raise VideoDecodeError(e.message) from None
+            continue
         except Exception as e:  # noqa: BLE001 - any decord failure means: try PyAV
             if attempt + 1 == len(names):
                 if isinstance(e, VideoDecodeError):

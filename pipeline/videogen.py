@@ -149,18 +149,16 @@ def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def square_pattern(square_px: int, seed: int = 1) -> np.ndarray:
-    """[S, S, 3] uint8: a bright checkerboard with a colour ramp, distinct from the background.
+    """[S, S, 3] uint8: bright random 4 px blocks, distinct from the darker background.
 
-    Textured (not flat) so the encoder must move its blocks with the square: a flat square's
-    interior matches itself at any offset and would be coded with zero motion.
+    Textured, so the encoder must move its blocks with the square (a flat square's interior
+    matches itself at any offset and would be coded with zero motion), and not periodic, so a
+    motion search cannot lock onto a wrong offset one period away.
     """
-    yy, xx = np.mgrid[0:square_px, 0:square_px]
-    checker = ((yy // 4 + xx // 4) % 2).astype(np.float32)
     rng = np.random.default_rng(seed)
-    base = rng.uniform(0.5, 1.0, size=3).astype(np.float32)
-    ramp = (xx + yy).astype(np.float32) / max(2 * square_px - 2, 1)
-    img = 255 * (0.55 * checker[..., None] + 0.45 * ramp[..., None] * base)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    blocks = rng.integers(0, 2, size=((square_px + 3) // 4, (square_px + 3) // 4, 3)).astype(np.float32)
+    img = np.kron(blocks, np.ones((4, 4, 1), np.float32))[:square_px, :square_px]
+    return (90 + 165 * img).astype(np.uint8)
 
 
 def moving_square_frames(path: SquarePath, background: np.ndarray, pattern: np.ndarray) -> Iterator[np.ndarray]:
