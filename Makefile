@@ -9,6 +9,7 @@ demo: setup
 	.venv/bin/vidsieve demo
 
 test: setup
+	bash scripts/setup-browser.sh
 	$(PY) -m pytest -q
 
 bench-decode: setup
