@@ -228,7 +228,10 @@ def _colour(rng, cfg, answer):
     colours = _pick(rng, COLOURS, 3 + int(rng.integers(0, 2)), first=answer)
     path = _linear_path(rng, cfg, cfg.small_px, str(rng.choice(DIRECTIONS)), _travel_px(rng, cfg, cfg.small_px))
     placed = [_track(cfg, rng, str(rng.choice(SHAPE_KINDS)), answer, cfg.small_px, *path)]
-    for c in colours[1:]:
+    # One static distractor is as small as the mover, so "the smallest shape" does not answer:
+    # only motion does.
+    _place(placed, lambda: _track(cfg, rng, str(rng.choice(SHAPE_KINDS)), colours[1], cfg.small_px, *_static_at(rng, cfg, cfg.small_px)))
+    for c in colours[2:]:
         _place(placed, lambda: _shape(rng, cfg, c, move_prob=0.0))
     return placed, {}, False  # static background: the small mover is the only motion in the video
 

@@ -119,8 +119,8 @@ def answer_from_pixels(item, cfg: SynthConfig) -> str:
     if item.family == "colour":
         movers = [c for c in cents if moves(cents[c])]
         assert len(movers) == 1, f"expected exactly one moving colour, got {movers}"
-        sizes = {c: masks[c][0].sum() for c in masks}
-        assert sizes[movers[0]] == min(sizes.values()), "the mover should be the smallest shape"
+        extent = {c: np.ptp(np.nonzero(masks[c][0])[1]) for c in masks}  # width in frame 0
+        assert sorted(extent.values())[1] <= cfg.small_px, f"size alone must not answer: {extent}"
         return movers[0]
     if item.family == "position":
         x, y = cents[named_colours(item.question)[0]][-1]
