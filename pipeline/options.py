@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from encoders.errors import BadRequest
 
 POSITION_MODES = ("keep", "compact")
+CODEC_PLACEMENTS = ("after", "before")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class AskOptions:
     max_new_tokens: cap on generated tokens.
     temperature / top_p / seed: sampling; temperature 0 = greedy.
     position_mode: "keep" (original positions, default) or "compact" (renumbered baseline).
+    codec_placement: for strategies starting with `codec`: "after" the encoder (drop tokens; the
+        encoder sees everything, default) or "before" it (only the chosen cells are encoded).
     """
 
     strategy: str = "none"
@@ -38,6 +41,7 @@ class AskOptions:
     top_p: float = 1.0
     seed: int | None = None
     position_mode: str = "keep"
+    codec_placement: str = "after"
 
     def __post_init__(self):
         _check(isinstance(self.strategy, str) and self.strategy.strip() != "", "strategy", "a strategy name", self.strategy)
@@ -60,6 +64,7 @@ class AskOptions:
         if self.seed is not None:
             _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
         _check(self.position_mode in POSITION_MODES, "position_mode", f"one of {POSITION_MODES}", self.position_mode)
+        _check(self.codec_placement in CODEC_PLACEMENTS, "codec_placement", f"one of {CODEC_PLACEMENTS}", self.codec_placement)
 
     @property
     def sampling_fps(self) -> float | None:
