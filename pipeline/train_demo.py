@@ -1,0 +1,336 @@
+"""Train `vidsieve-tiny`, the shipped demo model, on the synthetic video QA of `pipeline/synthqa.py`.
+
+    vidsieve train-demo --out runs/demo --minutes 90          # resumes from runs/demo/ckpt.pt
+    vidsieve train-demo --out runs/demo --export models/vidsieve-tiny
+
+The model is vidsieve's own `st3d` encoder (3D (t, h, w) RoPE, joint space-time attention) feeding a
+small Qwen2.5-VL text model (transformers' class, M-RoPE) with a word-level tokenizer. It is saved
+as a Qwen2.5-VL checkpoint directory (config, text weights, tokenizer, chat template, processor)
+plus `encoder.safetensors` / `encoder_config.json`, which `QwenVL.load` prefers to the checkpoint's
+own vision tower. The Qwen2.5-VL vision tower inside the checkpoint is a 1-layer placeholder that
+nothing runs (transformers' class insists on having one).
+
+Training reuses the inference path exactly: the checkpoint's processor, the same encoder call, the
+chat template split by `QwenVL.render`, M-RoPE positions from `pipeline.positions`. It sees full
+token streams only; compression at inference is training-free. Batches are rendered on the fly from
+seeds (`split_seed("train", i)`), so a run is deterministic given its seed and resumes exactly
+from its last checkpoint (step, weights, optimizer, schedule).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoders.config import get_preset
+from encoders.load import save_encoder
+from encoders.vit import VisionEncoder
+from pipeline.positions import VideoSpan, prompt_position_ids
+from pipeline.synthqa import SynthConfig, make_item, split_seed, vocabulary
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+SYSTEM_PROMPT = "You are a helpful assistant."
+# Qwen2.5-VL's conversation format; the word-level tokenizer drops the newlines, which carry nothing.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or 'video' in part %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Model sizes and the optimisation schedule. Head dim 32 -> 16 rotary pairs: 4 t, 6 h, 6 w."""
+
+    width: int = 128
+    encoder_depth: int = 4
+    encoder_heads: int = 4
+    encoder_mlp: int = 256
+    text_layers: int = 3
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_mlp: int = 384
+    mrope_section: tuple[int, int, int] = (4, 6, 6)
+    tokens_per_second: int = 2
+    batch: int = 32
+    lr: float = 5e-4
+    warmup: int = 100
+    total_steps: int = 4000
+    weight_decay: float = 0.01
+    seed: int = 0
+    frames: int = 8
+    size: int = 112
+
+
+def build_tokenizer(words: list[str]):
+    """A lower-casing word-level tokenizer: specials, then the synthetic QA words, then [UNK]."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for w in SPECIAL_TOKENS + ["[UNK]"] + words:
+        vocab.setdefault(w, len(vocab))
+    raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    raw.normalizer = normalizers.Lowercase()
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces
+    raw.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="[UNK]", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:], model_max_length=4096,
+    )
+
+
+def corpus_words() -> list[str]:
+    """Every word the tokenizer knows: the QA vocabulary and the chat template's fixed text, split
+    the way the tokenizer's pre-tokenizer splits them (so nothing in training is [UNK])."""
+    from tokenizers import pre_tokenizers
+
+    split = pre_tokenizers.Whitespace()
+    words: list[str] = []
+    for text in vocabulary() + [SYSTEM_PROMPT, "system user assistant"]:
+        for w, _ in split.pre_tokenize_str(text.lower()):
+            if w not in words:
+                words.append(w)
+    return words
+
+
+def build_model(recipe: DemoRecipe, out_dir: Path):
+    """Write tokenizer + processor + an untrained model into `out_dir`; return (QwenVL, encoder)."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    from pipeline.llm import QwenVL
+
+    tokenizer = build_tokenizer(corpus_words())
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = recipe.width // recipe.text_heads
+    if sum(recipe.mrope_section) * 2 != head_dim:
+        raise ValueError(f"mrope_section {recipe.mrope_section} must cover head_dim/2 = {head_dim // 2}")
+    config = Qwen2_5_VLConfig(
+        # A placeholder tower: nothing runs it (encoder.safetensors is the real encoder).
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=recipe.width,
+                           tokens_per_second=recipe.tokens_per_second, window_size=112, fullatt_block_indexes=[0]),
+        text_config=dict(hidden_size=recipe.width, intermediate_size=recipe.text_mlp,
+                         num_hidden_layers=recipe.text_layers, num_attention_heads=recipe.text_heads,
+                         num_key_value_heads=recipe.text_kv_heads, max_position_embeddings=4096,
+                         vocab_size=len(tokenizer), tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": list(recipe.mrope_section)},
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(recipe.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.do_sample = False
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    encoder = VisionEncoder(get_preset(
+        "st3d", depth=recipe.encoder_depth, hidden_size=recipe.width, num_heads=recipe.encoder_heads,
+        intermediate_size=recipe.encoder_mlp, out_hidden_size=recipe.width))
+    pix = recipe.size * recipe.size
+    common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=pix)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common), tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False), chat_template=CHAT_TEMPLATE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(out_dir)
+    return QwenVL(model, processor, str(out_dir), encoder=encoder), encoder
+
+
+# ---- one batch -------------------------------------------------------------------------------
+
+
+def batch_items(split: str, start: int, n: int, cfg: SynthConfig, base_seed: int):
+    return [make_item(split_seed(split, start + i, base_seed), cfg) for i in range(n)]
+
+
+def forward_batch(llm, encoder, items, fps: float = 8.0):
+    """Teacher-forced forward of a batch -> (loss, per-item exact match [B] bool).
+
+    Builds each prompt exactly as inference does: `render(question)` around the video, the kept
+    (here: all) video tokens at their M-RoPE positions, then the answer and <|im_end|>.
+    """
+    proc = llm.processor.video_processor
+    from transformers.video_utils import VideoMetadata
+
+    frames = [it.frames for it in items]
+    out = proc(videos=frames, video_metadata=[VideoMetadata(total_num_frames=len(f), fps=fps) for f in frames],
+               do_sample_frames=False, return_tensors="pt")
+    grids = out["video_grid_thw"]
+    tp = llm.temporal_patch_size
+    times = [torch.arange(int(g[0]), dtype=torch.float32) * tp / fps for g in grids]
+    tokens = encoder.encode(out["pixel_values_videos"], grids, times).split()
+    before, _ = llm.render("")
+    ids_before = llm._tokenize(before)
+    emb_table = llm.model.get_input_embeddings()
+    seqs, poss, labels = [], [], []
+    for it, tok in zip(items, tokens):
+        _, after = llm.render(it.question)
+        suffix = llm._tokenize(after)
+        answer = llm._tokenize(it.answer) + [llm.tokenizer.eos_token_id]
+        span = VideoSpan(pos=tok.pos, grid=tuple(int(x) for x in tok.grids[0]), second_per_grid=tp / fps)
+        positions = prompt_position_ids([len(ids_before), span, len(suffix) + len(answer)], llm.tokens_per_second,
+                                        "keep", "spatial").position_ids
+        ids = torch.tensor(ids_before + [llm.video_token_id] * len(tok) + suffix + answer)
+        emb = emb_table(ids)
+        slots = ids == llm.video_token_id
+        emb = emb.masked_scatter(slots[:, None], tok.embeds.to(emb.dtype))
+        lab = torch.full((len(ids),), -100)
+        lab[len(ids) - len(answer) - 1 : len(ids) - 1] = torch.tensor(answer)  # predict answer[k] at the token before it
+        seqs.append(emb), poss.append(positions), labels.append(lab)
+    length = max(s.shape[0] for s in seqs)
+    emb = torch.stack([torch.nn.functional.pad(s, (0, 0, 0, length - s.shape[0])) for s in seqs])
+    pos = torch.stack([torch.nn.functional.pad(p, (0, length - p.shape[1])) for p in poss], 1)  # [3, B, L]
+    lab = torch.stack([torch.nn.functional.pad(x, (0, length - x.shape[0]), value=-100) for x in labels])
+    # Right padding: causal attention means padded tail positions never affect the real ones.
+    hidden = llm.model.model.language_model(inputs_embeds=emb, position_ids=pos, use_cache=False).last_hidden_state
+    logits = llm.model.lm_head(hidden).float()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), lab.flatten(), ignore_index=-100)
+    pred = logits.argmax(-1)
+    supervised = lab != -100
+    exact = ((pred == lab) | ~supervised).all(dim=1)
+    return loss, exact
+
+
+def evaluate(llm, encoder, split: str, n: int, cfg: SynthConfig, base_seed: int, batch: int = 32) -> dict:
+    """Teacher-forced exact-match accuracy (= greedy generation's answer) overall and per family."""
+    encoder.eval(), llm.model.eval()
+    per_family: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            items = batch_items(split, start, min(batch, n - start), cfg, base_seed)
+            _, exact = forward_batch(llm, encoder, items)
+            for it, ok in zip(items, exact.tolist()):
+                per_family.setdefault(it.family, []).append(int(ok))
+    encoder.train(), llm.model.train()
+    total = [x for v in per_family.values() for x in v]
+    return {"accuracy": sum(total) / len(total), "n": len(total),
+            "families": {k: round(sum(v) / len(v), 4) for k, v in sorted(per_family.items())}}
+
+
+def lr_at(step: int, recipe: DemoRecipe) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = min(1.0, (step - recipe.warmup) / max(1, recipe.total_steps - recipe.warmup))
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n: int) -> dict:
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
+    model_dir = out / "model"
+    llm, encoder = build_model(recipe, model_dir)
+    params = list(llm.model.model.language_model.parameters()) + list(llm.model.lm_head.parameters()) + list(encoder.parameters())
+    params = list({id(p): p for p in params}.values())  # tied embeddings appear twice
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98))
+    ckpt = out / "ckpt.pt"
+    step, history = 0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["recipe"] != asdict(recipe):
+            raise SystemExit(f"{ckpt} was trained with a different recipe; use a fresh --out")
+        llm.model.load_state_dict(state["model"]), encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["opt"])
+        step, history = state["step"], state["history"]
+        torch.set_rng_state(state["rng"])
+        log.warning("resumed from %s at step %d", ckpt, step)
+    llm.model.train(), encoder.train()
+    deadline = time.monotonic() + minutes * 60
+    t0 = time.monotonic()
+    while step < recipe.total_steps and time.monotonic() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, recipe)
+        items = batch_items("train", step * recipe.batch, recipe.batch, cfg, recipe.seed)
+        loss, exact = forward_batch(llm, encoder, items)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 20 == 0:
+            rate = (time.monotonic() - t0) / 20
+            t0 = time.monotonic()
+            log.warning("step %d loss %.4f batch-acc %.3f lr %.2e %.2f s/step", step, loss.item(), exact.float().mean().item(), lr_at(step, recipe), rate)
+        if step % eval_every == 0 or step == recipe.total_steps:
+            res = evaluate(llm, encoder, "validation", eval_n, cfg, recipe.seed)
+            history.append({"step": step, **res})
+            log.warning("step %d validation %s", step, json.dumps(res))
+            _save_ckpt(ckpt, llm, encoder, opt, step, history, recipe)
+    _save_ckpt(ckpt, llm, encoder, opt, step, history, recipe)
+    return {"step": step, "history": history}
+
+
+def _save_ckpt(path: Path, llm, encoder, opt, step, history, recipe) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": llm.model.state_dict(), "encoder": encoder.state_dict(), "opt": opt.state_dict(), "step": step,
+                "history": history, "rng": torch.get_rng_state(), "recipe": asdict(recipe)}, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never corrupts the last checkpoint
+
+
+def export(out: Path, dest: Path, recipe: DemoRecipe) -> Path:
+    """Write the trained model as a shippable directory (safetensors, configs, tokenizer, processor)."""
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    llm, encoder = build_model(recipe, out / "model")
+    llm.model.load_state_dict(state["model"]), encoder.load_state_dict(state["encoder"])
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    llm.model.save_pretrained(dest)
+    llm.processor.save_pretrained(dest)
+    save_encoder(encoder, dest)
+    (dest / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "step": state["step"], "history": state["history"]}, indent=1) + "\n")
+    return dest
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="runs/demo", help="run directory (checkpoint, logs); a rerun resumes from it")
+    p.add_argument("--minutes", type=float, default=120.0, help="stop after this much wall time (resume later)")
+    p.add_argument("--steps", type=int, default=DemoRecipe.total_steps, help="total optimisation steps of the schedule")
+    p.add_argument("--batch", type=int, default=DemoRecipe.batch)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--eval-n", type=int, default=140, help="validation items per evaluation (20 per family)")
+    p.add_argument("--export", default=None, metavar="DIR", help="only export the run's checkpoint to DIR (e.g. models/vidsieve-tiny)")
+
+
+def run(args) -> int:
+    recipe = DemoRecipe(total_steps=args.steps, batch=args.batch, seed=args.seed)
+    out = Path(args.out)
+    if args.export:
+        print(export(out, Path(args.export), recipe))
+        return 0
+    logging.getLogger(__name__).setLevel(logging.WARNING)
+    res = train(out, recipe, args.minutes, args.eval_every, args.eval_n)
+    print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else None}))
+    return 0
