@@ -10,6 +10,7 @@ they share (`_GAP_PX` clearance), so every object stays countable and its colour
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,6 +76,25 @@ def _pick(rng: np.random.Generator, names, k: int, first: str | None = None) -> 
     return ([first] if first is not None else []) + chosen
 
 
+@functools.lru_cache(maxsize=16)
+def _frame_times(frames: int) -> np.ndarray:
+    t = np.arange(frames, dtype=np.float64)
+    t.setflags(write=False)
+    return t
+
+
+@functools.lru_cache(maxsize=16)
+def _ALL_TRUE(frames: int) -> np.ndarray:  # noqa: N802 - a cached constant
+    v = np.ones(frames, bool)
+    v.setflags(write=False)
+    return v
+
+
+def _choice(rng: np.random.Generator, names) -> str:
+    """One of `names`, uniformly (rng.choice converts to an array first: ~10x slower here)."""
+    return names[int(rng.integers(len(names)))]
+
+
 def _track(cfg, rng, kind, colour, size, start, end, move=None, show=None) -> Track:
     """A Track going linearly from `start` to `end` (top-left (x, y), px) during frames move=(m0, m1).
 
@@ -83,17 +103,24 @@ def _track(cfg, rng, kind, colour, size, start, end, move=None, show=None) -> Tr
     """
     T = cfg.frames
     m0, m1 = move if move is not None else (0, T - 1)
-    t = np.arange(T, dtype=np.float64)
+    t = _frame_times(T)
     # ufuncs rather than np.clip: this runs ~10 times per video and np.clip's wrapper dominates.
-    frac = np.minimum(np.maximum((t - m0) / max(m1 - m0, 1), 0.0), 1.0)
     (x0, y0), (x1, y1) = start, end
-    top_left = np.empty((T, 2), np.int64)
-    top_left[:, 0] = np.rint(x0 + frac * (x1 - x0))
-    top_left[:, 1] = np.rint(y0 + frac * (y1 - y0))
-    a, d = show if show is not None else (0, T)
-    visible = (t >= a) & (t < d)
+    if start == end:  # most shapes are static: skip the interpolation
+        top_left = np.full((T, 2), (round(x0), round(y0)), np.int64)
+    else:
+        frac = np.minimum(np.maximum((t - m0) / max(m1 - m0, 1), 0.0), 1.0)
+        top_left = np.empty((T, 2), np.int64)
+        top_left[:, 0] = np.rint(x0 + frac * (x1 - x0))
+        top_left[:, 1] = np.rint(y0 + frac * (y1 - y0))
+    visible = _ALL_TRUE(T) if show is None else (t >= show[0]) & (t < show[1])
+    # One draw for the three channel jitters (a base-(2j+1) number): rng.integers(size=3) is ~4x slower.
     j = cfg.colour_jitter
-    rgb = tuple(min(255, max(0, v + int(dv))) for v, dv in zip(COLOURS[colour], rng.integers(-j, j + 1, size=3)))
+    code, rgb = int(rng.integers((2 * j + 1) ** 3)), []
+    for v in COLOURS[colour]:
+        code, dv = divmod(code, 2 * j + 1)
+        rgb.append(min(255, max(0, v + dv - j)))
+    rgb = tuple(rgb)
     return Track(kind=kind, rgb=rgb, size=size, top_left=top_left, visible=visible)
 
 
@@ -132,14 +159,11 @@ def _in_quadrant(rng, cfg, size, quadrant: str) -> tuple[float, float]:
 
 def _clear(track: Track, placed: list[Track]) -> bool:
     """True when `track` keeps `_GAP_PX` clearance from every placed shape in every shared frame."""
-    c = track.top_left + track.size / 2.0
     for other in placed:
-        both = track.visible & other.visible
-        if not both.any():
-            continue
-        d = np.abs(c[both] - (other.top_left[both] + other.size / 2.0))
         reach = (track.size + other.size) / 2.0 + _GAP_PX
-        if np.any((d[:, 0] < reach) & (d[:, 1] < reach)):
+        d = np.abs(track.top_left - other.top_left + (track.size - other.size) / 2.0)  # [T, 2] centre distance
+        near = d < reach
+        if (near[:, 0] & near[:, 1] & track.visible & other.visible).any():
             return False
     return True
 
@@ -160,9 +184,9 @@ def _place(placed: list[Track], make: Callable[[], Track], tries: int = 60) -> T
 def _shape(rng, cfg, colour, kind=None, move_prob=0.5, travel_scale=1.0, avoid=None, transient_prob=0.0, show=None) -> Track:
     """A full-size shape: moving all along (prob `move_prob`, never towards `avoid`) or static,
     and, if static, transient (visible for >= half the video) with prob `transient_prob`."""
-    kind = kind or str(rng.choice(SHAPE_KINDS))
+    kind = kind or _choice(rng, SHAPE_KINDS)
     if rng.random() < move_prob:
-        d = str(rng.choice([d for d in DIRECTIONS if d != avoid]))
+        d = _choice(rng, [d for d in DIRECTIONS if d != avoid])
         path = _linear_path(rng, cfg, cfg.shape_px, d, _travel_px(rng, cfg, cfg.shape_px, travel_scale))
         return _track(cfg, rng, kind, colour, cfg.shape_px, *path, show=show)
     if show is None and rng.random() < transient_prob:
@@ -178,7 +202,7 @@ def _shape(rng, cfg, colour, kind=None, move_prob=0.5, travel_scale=1.0, avoid=N
 @register_family("direction", "which way does the {colour} {shape} move ?", DIRECTIONS)
 def _direction(rng, cfg, answer):
     colours = _pick(rng, COLOURS, 1 + int(rng.integers(0, 3)))
-    kind = str(rng.choice(SHAPE_KINDS))
+    kind = _choice(rng, SHAPE_KINDS)
     path = _linear_path(rng, cfg, cfg.shape_px, answer, _travel_px(rng, cfg, cfg.shape_px))
     placed = [_track(cfg, rng, kind, colours[0], cfg.shape_px, *path)]
     for c in colours[1:]:
@@ -206,7 +230,7 @@ def _order(rng, cfg, answer):
     early, late = pairs[int(rng.integers(len(pairs)))]
     n = 2 + int(rng.integers(0, 2))  # the two named shapes, maybe one always-visible distractor
     colours = _pick(rng, COLOURS, n)
-    kinds = [str(k) for k in rng.choice(SHAPE_KINDS, size=n)]
+    kinds = [_choice(rng, SHAPE_KINDS) for _ in range(n)]
     appear = (early, late) if answer == "before" else (late, early)
     placed: list[Track] = []
     for i in range(n):
@@ -226,11 +250,11 @@ def _count(rng, cfg, answer):
 @register_family("colour", "what colour is the moving shape ?", tuple(COLOURS))
 def _colour(rng, cfg, answer):
     colours = _pick(rng, COLOURS, 3 + int(rng.integers(0, 2)), first=answer)
-    path = _linear_path(rng, cfg, cfg.small_px, str(rng.choice(DIRECTIONS)), _travel_px(rng, cfg, cfg.small_px))
-    placed = [_track(cfg, rng, str(rng.choice(SHAPE_KINDS)), answer, cfg.small_px, *path)]
+    path = _linear_path(rng, cfg, cfg.small_px, _choice(rng, DIRECTIONS), _travel_px(rng, cfg, cfg.small_px))
+    placed = [_track(cfg, rng, _choice(rng, SHAPE_KINDS), answer, cfg.small_px, *path)]
     # One static distractor is as small as the mover, so "the smallest shape" does not answer:
     # only motion does.
-    _place(placed, lambda: _track(cfg, rng, str(rng.choice(SHAPE_KINDS)), colours[1], cfg.small_px, *_static_at(rng, cfg, cfg.small_px)))
+    _place(placed, lambda: _track(cfg, rng, _choice(rng, SHAPE_KINDS), colours[1], cfg.small_px, *_static_at(rng, cfg, cfg.small_px)))
     for c in colours[2:]:
         _place(placed, lambda: _shape(rng, cfg, c, move_prob=0.0))
     return placed, {}, False  # static background: the small mover is the only motion in the video
@@ -240,8 +264,8 @@ def _colour(rng, cfg, answer):
 def _position(rng, cfg, answer):
     T = cfg.frames
     colours = _pick(rng, COLOURS, 1 + int(rng.integers(0, 3)))
-    kind = str(rng.choice(SHAPE_KINDS))
-    start_q = str(rng.choice([q for q in QUADRANTS if q != answer]))
+    kind = _choice(rng, SHAPE_KINDS)
+    start_q = _choice(rng, [q for q in QUADRANTS if q != answer])
     start, end = _in_quadrant(rng, cfg, cfg.shape_px, start_q), _in_quadrant(rng, cfg, cfg.shape_px, answer)
     move = (int(rng.integers(0, T // 4 + 1)), int(rng.integers(T // 2, T)))
     placed = [_track(cfg, rng, kind, colours[0], cfg.shape_px, start, end, move=move)]
@@ -254,9 +278,9 @@ def _position(rng, cfg, answer):
 def _half(rng, cfg, answer):
     T = cfg.frames
     colours = _pick(rng, COLOURS, 1 + int(rng.integers(0, 3)))
-    kind = str(rng.choice(SHAPE_KINDS))
+    kind = _choice(rng, SHAPE_KINDS)
     move = (0, T // 2 - 1) if answer == "first" else (T // 2, T - 1)
-    path = _linear_path(rng, cfg, cfg.shape_px, str(rng.choice(DIRECTIONS)), _travel_px(rng, cfg, cfg.shape_px))
+    path = _linear_path(rng, cfg, cfg.shape_px, _choice(rng, DIRECTIONS), _travel_px(rng, cfg, cfg.shape_px))
     placed = [_track(cfg, rng, kind, colours[0], cfg.shape_px, *path, move=move)]
     for c in colours[1:]:  # distractors are static or move all along, never in one half only
         _place(placed, lambda: _shape(rng, cfg, c))
