@@ -40,8 +40,12 @@ class AskForm(BaseModel):
     max_new_tokens: int | None = Field(None, description="cap on generated tokens")
 
 
-@api.post("/ask", response_model=AskResponse, summary="Ask a question about a video",
-          responses=error_responses(401, 413, 415, 422, 429, 500, 503, 504))
+# FastAPI documents a form model as urlencoded only; it is multipart when it carries the video (both are accepted).
+_MULTIPART_ASK = {"requestBody": {"content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/AskForm"}}}}}
+
+
+@api.post("/ask", response_model=AskResponse, summary="Ask a question about a video", openapi_extra=_MULTIPART_ASK,
+          responses=error_responses(401, 404, 413, 415, 422, 429, 500, 503, 504))
 async def ask(request: Request, form: Annotated[AskForm, Form()], workdir: Workdir, engine: Engine):
     options = deps.build_options(request, form.model_dump(exclude={"question", "file_id", "video"}, exclude_none=True))
     path = await _video_from_form(request, form.video, form.file_id, workdir)

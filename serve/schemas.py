@@ -19,9 +19,13 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+# Any route can answer these: malformed request (400), failed validation (422), a bug (500).
+_ALWAYS = (400, 422, 500)
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entry documenting the JSON error body under each status."""
-    return {code: {"model": ErrorResponse, "description": "error"} for code in codes}
+    """OpenAPI `responses=` entry documenting the JSON error body under each status (plus 400, 422, 500)."""
+    return {code: {"model": ErrorResponse, "description": "error"} for code in sorted({*codes, *_ALWAYS})}
 
 
 class Health(BaseModel):
