@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.cmd_demo", "generate a video, decode it with codec signals and report what moved"),
     "probe": ("pipeline.cmd_probe", "decode a video and print its frames, timestamps and codec signals"),
     "bench-decode": ("bench.decode", "benchmark decord vs PyAV sampling and motion-vector export"),
+    "ask": ("pipeline.cmd_ask", "ask a question about a video: decode, encode, compress, answer"),
     "make-dataset": ("pipeline.cmd_make_dataset", "write a split of the synthetic video QA set (H.264 videos + JSONL)"),
 }
 

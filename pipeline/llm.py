@@ -236,6 +236,11 @@ class QwenVL:
     def _tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @torch.inference_mode()
+    def question_embeds(self, question: str) -> torch.Tensor:
+        """[Q, D] the question's token embeddings from the LLM's input table (for query-aware compression)."""
+        return self._embed(self._tokenize(question))[0]
+
     def _embed(self, ids: list[int], visual: torch.Tensor | None = None) -> torch.Tensor:
         """[L] ids -> [1, L, D] embeddings; video slots take `visual` [N, D] rows in order."""
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
