@@ -37,7 +37,6 @@ MV_CODECS: dict[str, frozenset[str]] = {
     "h264": frozenset({"P", "B"}),
     "mpeg4": frozenset({"P"}),
     "mpeg2video": frozenset({"P", "B"}),
-    "mpeg1video": frozenset({"P", "B"}),
 }
 
 _PICTURE_TYPE = {"I": "I", "SI": "I", "P": "P", "SP": "P", "S": "P", "B": "B", "BI": "B"}

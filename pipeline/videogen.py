@@ -29,6 +29,7 @@ ENCODERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "vp9": ("libvpx-vp9", "yuv420p", {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}),
     "av1": ("libsvtav1", "yuv420p", {"preset": "12", "crf": "30"}),
     "mpeg4": ("mpeg4", "yuv420p", {"qscale": "2"}),
+    "mpeg2video": ("mpeg2video", "yuv420p", {"qscale": "2"}),
 }
 
 # Time base used for explicit timestamps: milliseconds are exact in every container we write.
@@ -74,7 +75,7 @@ def write_video(
 
     frames: iterable of [H, W, 3] uint8 RGB, all the same size (even sizes for yuv420p).
     fps: nominal frame rate; with `vfr_pts` it is only the stream's declared average rate.
-    codec: a key of `ENCODERS` ("h264", "hevc", "vp9", "av1", "mpeg4").
+    codec: a key of `ENCODERS` ("h264", "hevc", "vp9", "av1", "mpeg4", "mpeg2video").
     gop: keyframe interval in frames (encoder default when None).
     bframes: max consecutive B-frames (encoder default when None; 0 disables them).
     vfr_pts: per-frame presentation time in seconds (strictly increasing), for a
