@@ -328,3 +328,29 @@ def test_cli_make_dataset(tmp_path, capsys):
     rc = cli.main(["make-dataset", "--split", "validation", "--n", "3", "--out", str(out), "--frames", "8"])
     err = capsys.readouterr().err
     assert rc == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+
+
+def test_colour_family_motion_vectors_fall_on_the_small_mover(tmp_path):
+    """Why the colour family exists: in the encoded file, the codec's motion is the mover's."""
+    from pipeline.videogen import write_video
+
+    item = make_item(3, CFG16, family="colour")
+    path = tmp_path / "colour.mp4"
+    write_video(path, item.frames, 8.0, "h264")
+    mover = colour_masks(item.frames)[item.answer]  # [T, H, W], found on pixels, not metadata
+    near = on = 0
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        for t, frame in enumerate(c.decode(stream)):
+            mv = frame.side_data.get("MOTION_VECTORS")
+            if mv is None:
+                continue
+            a = mv.to_ndarray()
+            a = a[(a["motion_x"] != 0) | (a["motion_y"] != 0)]
+            ys, xs = np.nonzero(mover[t])
+            dx = np.maximum(np.maximum(xs.min() - a["dst_x"], a["dst_x"] - xs.max()), 0)
+            dy = np.maximum(np.maximum(ys.min() - a["dst_y"], a["dst_y"] - ys.max()), 0)
+            near += int(((dx <= 8) & (dy <= 8)).sum())  # block centre within 8 px of the mover
+            on += len(a)
+    assert on > 0 and near / on >= 0.75, f"{near} of {on} moving blocks near the mover"
