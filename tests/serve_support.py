@@ -7,7 +7,9 @@ engine contract's shape. End-to-end tests use `real_engine()` on a tiny random Q
 
 from __future__ import annotations
 
+import functools
 import math
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -55,13 +57,27 @@ def bad_files(dir: Path, good: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
     return out
 
 
-def real_engine(tmp_dir: Path, **processor_overrides):
-    """pipeline.engine.Engine on a tiny random Qwen2.5-VL checkpoint written to `tmp_dir`."""
-    from pipeline.engine import Engine
+# Frames up to 224x168 keep their size (a 6x8 grid of 28-px cells): enough cells for the overlay to mean something.
+TINY_PROCESSOR = dict(min_pixels=56 * 56, max_pixels=224 * 168)
+
+
+def tiny_model_dir(tmp_dir: Path) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint (tests/fixtures/tiny_qwen.py) written to `tmp_dir`."""
     from tests.fixtures.tiny_qwen import make_tiny_qwen2_5_vl
 
-    model_dir = make_tiny_qwen2_5_vl(tmp_dir / "tiny-qwen", processor_overrides=processor_overrides or None)
-    return Engine(model_dir=model_dir)
+    return make_tiny_qwen2_5_vl(tmp_dir / "tiny-qwen", processor_overrides=TINY_PROCESSOR)
+
+
+@functools.cache
+def shared_tiny_engine():
+    """One real `pipeline.engine.Engine` on a tiny random checkpoint, shared by the serve test modules.
+
+    Returns (engine, model_dir). The checkpoint lives in a temp dir for the whole test session.
+    """
+    from pipeline.engine import Engine
+
+    model_dir = tiny_model_dir(Path(tempfile.mkdtemp(prefix="vidsieve-serve-tests-")))
+    return Engine(model_dir=model_dir), model_dir
 
 
 class StandInEngine:

@@ -45,6 +45,8 @@ async function uploadVideo(file) {
 
 function options() {
   const out = { strategy: $("strategy").value.trim() || "none" };
+  // Keep ratio left empty means "keep everything": that is strategy none whatever the field says.
+  if ($("keep-ratio").value === "") out.strategy = "none";
   const number = (id) => ($(id).value === "" ? null : Number($(id).value));
   if (number("keep-ratio") !== null) out.keep_ratio = number("keep-ratio");
   if (number("fps") !== null) out.fps = number("fps");
