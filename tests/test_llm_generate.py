@@ -88,6 +88,30 @@ def test_uncompressed_equals_transformers_generate(setup):
     assert len(set(ref_ids)) > 1, "degenerate reference: the tiny model repeats one token"
 
 
+def test_long_temporal_span_follows_transformers_text_rule(setup):
+    """8 frames at 2 fps: temporal positions reach 6 > max(H, W) = 3, where the "spatial" rule
+    (transformers 5.x) and the "max" rule (Qwen2.5-VL's original code) part ways."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    llm = setup["llm"]
+    frames = np.random.RandomState(2).randint(0, 256, (8, 56, 84, 3), dtype=np.uint8)
+    sampled = SimpleNamespace(frames=frames, num_frames=8, sampled_fps=2.0)
+    vin = llm.preprocess(frames, np.arange(8) / 2.0, 2.0)
+    tokens = llm.encode(vin)
+    inp = hf_inputs(llm, sampled)
+    with torch.inference_mode():
+        ref = llm.model.generate(**inp, max_new_tokens=NEW_TOKENS, do_sample=False)
+    ref_ids = ref[0, inp["input_ids"].shape[1] :].tolist()
+    gen = GenerationConfig(max_new_tokens=NEW_TOKENS)
+    spatial = llm.prefill_video(tokens, vin.second_per_grid)
+    assert llm.ask(spatial, QUESTION, gen).token_ids == ref_ids
+    other = llm.prefill_video(tokens, vin.second_per_grid, text_after="max")
+    diff = (llm.question_logits(spatial, QUESTION) - llm.question_logits(other, QUESTION)).abs().max()
+    assert diff > 1e-3, "the two text rules gave the same logits: this video does not tell them apart"
+
+
 def reference_pruned_greedy(llm: QwenVL, inp, keep: torch.Tensor, steps: int) -> list[int]:
     """Written apart from pipeline/llm.py: transformers' full model, kept video tokens only,
     positions from `get_rope_index` on the full sequence, greedy, KV cache."""
