@@ -35,14 +35,21 @@ Difficulty note (what dropping the wrong tokens costs):
 - position needs the last tubelets (the target started in another quadrant), count needs every
   object somewhere in the video (spatial coverage, the family uniform sampling does well on).
 - colour is the family where codec-aware compression should beat uniform: the answer is a
-  small shape (16 px, about one patch) moving over a static background among larger static
-  distractors of other colours; the background never pans in this family, so the only motion
-  vectors and residuals in the video are the mover's. Uniform dropping keeps it by chance.
+  small shape (16 px, about one patch) moving over a static background among static
+  distractors of other colours, one of them as small as the mover (so size alone does not
+  answer); the background never pans in this family, so the motion vectors in the encoded video
+  are the mover's (tested: >= 75% of moving blocks lie on it). Uniform dropping keeps it only by
+  chance.
 Other families pan the background (probability `pan_prob`, <= `max_pan_px` per frame), so
 "codec says something moved" is not free there, as in real camera motion.
 
 Shapes default to 28 px (one merged 2x2 cell of 14 px patches); movers travel 35-60% of the
-frame over their motion window, 5-8 px per 2-frame tubelet at 16 frames of 112 px.
+frame over their motion window: 39-67 px at 112 px, i.e. 5-9 px per 2-frame tubelet at 16 frames
+(11-19 px at 8 frames), more in the `half` family where the move takes half the video.
+Positions and motions are in image coordinates: the background is a layer behind the shapes, so
+a pan moves the background only ("static" shapes stay put in the frame).
+Questions are lower-case words separated by single spaces, "?" included: `question.split()` is
+the word-level tokenisation and every word is in `vocabulary()`.
 """
 
 from __future__ import annotations
@@ -196,6 +203,12 @@ def make_item(seed: int, cfg: SynthConfig | None = None, family: str | None = No
 def split_item(split: str, index: int, cfg: SynthConfig | None = None, base_seed: int = 0) -> SynthItem:
     """Item `index` of `split` (seed from `split_seed`)."""
     return make_item(split_seed(split, index, base_seed), cfg)
+
+
+def iter_split(split: str, n: int, cfg: SynthConfig | None = None, base_seed: int = 0, start: int = 0):
+    """Yield items start..start+n-1 of `split` (a training loader may instead draw random indices)."""
+    for i in range(start, start + n):
+        yield split_item(split, i, cfg, base_seed)
 
 
 def write_dataset(out_dir, split: str, n: int, seed: int = 0, codec: str = "h264", fps: float = 8.0, cfg=None, overwrite=False):

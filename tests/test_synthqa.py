@@ -24,6 +24,7 @@ from pipeline.synthqa import (
     SPLITS,
     SynthConfig,
     family_and_answer,
+    iter_split,
     make_item,
     make_scene,
     seed_split,
@@ -165,6 +166,9 @@ def test_same_seed_same_item_and_different_seeds_differ():
     assert np.array_equal(a.frames, b.frames) and (a.question, a.answer) == (b.question, b.answer)
     assert (a.family, a.answer) == (c.family, c.answer)  # same place in the cycle...
     assert not np.array_equal(a.frames, c.frames)  # ...but another video
+    listed = list(iter_split("train", 2, CFG8, base_seed=4, start=9))
+    assert [x.seed for x in listed] == [split_seed("train", 9, 4), split_seed("train", 10, 4)]
+    assert np.array_equal(listed[1].frames, split_item("train", 10, CFG8, base_seed=4).frames)
 
 
 def test_frames_shape_dtype_and_background_saturation():
