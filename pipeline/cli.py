@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench-decode": ("bench.decode", "benchmark decord vs PyAV sampling and motion-vector export"),
     "ask": ("pipeline.cmd_ask", "ask a question about a video: decode, encode, compress, answer"),
     "make-dataset": ("pipeline.cmd_make_dataset", "write a split of the synthetic video QA set (H.264 videos + JSONL)"),
+    "bench-encoder": ("bench.encoder", "benchmark our Qwen2.5-VL vision encoder vs transformers, and subset encoding"),
 }
 
 
