@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=DEFAULTS["hidden_size"])
     p.add_argument("--heads", type=int, default=DEFAULTS["num_heads"])
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing each measurement")
     p.add_argument("--subset", type=float, default=0.25, help="fraction of cells for the subset run")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
@@ -48,9 +49,10 @@ def _timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def _interleaved(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    for fn in fns.values():  # warm-up
-        fn()
+def _interleaved(fns: dict, repeats: int, device: str, warmup: int = 1) -> dict[str, float]:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -131,7 +133,7 @@ def run(args) -> int:
             tokens = int(grid.prod()) // 4
             diff = (theirs(px, grid_thw=grid).pooler_output.float() - ours.encode(px, grid, times).embeds.float()).abs().max().item()
             med = _interleaved({"theirs": lambda: theirs(px, grid_thw=grid), "ours": lambda: ours.encode(px, grid, times)},
-                               args.repeats, args.device)
+                               args.repeats, args.device, args.warmup)
             row = {"frames": frames, "tokens": tokens, "transformers_tok_s": tokens / med["theirs"],
                    "vidsieve_tok_s": tokens / med["ours"], "speedup": med["theirs"] / med["ours"], "max_abs_diff": diff}
             results["rows"].append(row)
@@ -145,7 +147,8 @@ def run(args) -> int:
             times = [torch.arange(frames // 2, dtype=torch.float32)]
             mask = torch.rand(frames // 2, p // 2, p // 2, generator=gen) < args.subset
             med = _interleaved({"full": lambda: ours.encode(px, grid, times),
-                                "subset": lambda: ours.encode(px, grid, times, cell_mask=[mask])}, args.repeats, args.device)
+                                "subset": lambda: ours.encode(px, grid, times, cell_mask=[mask])},
+                               args.repeats, args.device, args.warmup)
             row = {"frames": frames, "kept_fraction": float(mask.float().mean()), "full_s": med["full"],
                    "subset_s": med["subset"], "speedup": med["full"] / med["subset"]}
             results["subset"].append(row)

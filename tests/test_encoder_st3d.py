@@ -221,3 +221,17 @@ def test_attention_backends_agree():
     assert {"sdpa_grouped", "xformers", "flash_varlen"} <= set(list_backends())
     with pytest.raises(BadRequest, match="known:"):
         get_backend("nope")
+
+
+def test_half_precision_weights_keep_float32_rope():
+    # bf16 weights (the GPU setting; bf16 matmuls also run on CPU): frequencies stay float32,
+    # positions stay int64, and the result tracks the float32 encoder.
+    model = _model()
+    grid = [[2, 4, 6]]
+    ref = _encode(model, grid).embeds
+    half = model.to(torch.bfloat16)
+    assert half.inv_freq.dtype == torch.float32 and half.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    out = _encode(half, grid)
+    assert out.embeds.dtype == torch.bfloat16 and out.pos.dtype == torch.int64
+    rel = ((out.embeds.float() - ref).norm() / ref.norm()).item()
+    assert rel < 5e-2, f"bf16 vs fp32 relative error {rel}"
