@@ -140,14 +140,15 @@ class QwenVL:
     ) -> "QwenVL":
         """Load processor and model from a local directory (never the network).
 
-        vision: "vidsieve" (encoders/ VisionEncoder on the checkpoint's visual.* weights) or
-            "transformers" (the model's own tower, the reference).
+        vision: "vidsieve" (encoders/ VisionEncoder: the directory's own `encoder_config.json` +
+            `encoder.safetensors` when present, as the demo model ships, else built from the
+            checkpoint's visual.* weights) or "transformers" (the model's own tower, the reference).
         keep_hf_vision: with vision="vidsieve", keep transformers' copy of the tower too (tests
             compare against `generate`); otherwise it is released so the weights sit in memory once.
         """
         from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        from encoders.load import load_qwen2_5_vl
+        from encoders.load import ST3D_CONFIG, load_encoder, load_qwen2_5_vl
 
         if vision not in VISION_BACKENDS:
             raise ValueError(f"vision must be one of {VISION_BACKENDS}, got {vision!r}")
@@ -164,7 +165,11 @@ class QwenVL:
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
         encoder = None
-        if vision == "vidsieve":
+        if vision == "vidsieve" and (path / ST3D_CONFIG).is_file():
+            # A vidsieve checkpoint (the demo model) ships its own encoder beside the HF files.
+            encoder = load_encoder(path, dtype=dtype, device=device).eval()
+            log.info("vidsieve %s encoder loaded from %s", encoder.config.family, path / ST3D_CONFIG)
+        elif vision == "vidsieve":
             encoder, report = load_qwen2_5_vl(path, dtype=dtype, device=device)
             log.info("vidsieve vision encoder loaded from %s: %s", path, report)
             if not keep_hf_vision:

@@ -222,6 +222,30 @@ def test_released_hf_tower_gives_the_same_answer(setup):
     assert a.token_ids == b.token_ids
 
 
+def test_directory_encoder_is_preferred(setup, tmp_path):
+    """A checkpoint with encoder_config.json + encoder.safetensors (the demo model's layout) is
+    encoded by that encoder, not by the Qwen2.5-VL tower in its model weights."""
+    import shutil
+
+    from encoders.config import get_preset
+    from encoders.load import save_encoder
+    from encoders.vit import VisionEncoder
+
+    model_dir = shutil.copytree(setup["model_dir"], tmp_path / "ckpt")
+    torch.manual_seed(11)
+    st3d = VisionEncoder(get_preset("st3d-tiny", out_hidden_size=64)).eval()
+    save_encoder(st3d, model_dir)
+    llm = QwenVL.load(model_dir, device="cpu", dtype=torch.float32)
+    assert llm.encoder.config.family == "st3d"
+    vin = setup["vin"]
+    tokens = llm.encode(vin)
+    with torch.no_grad():
+        direct = st3d.encode(vin.pixel_values, torch.tensor([list(vin.grid_thw)]), [vin.tubelet_time_s])
+    assert torch.equal(tokens.embeds, direct.embeds) and torch.equal(tokens.pos, direct.pos)
+    assert not torch.allclose(tokens.embeds, setup["tokens"].embeds, atol=1e-3)
+    assert llm.ask(llm.prefill_video(tokens, vin.second_per_grid), QUESTION, GenerationConfig(max_new_tokens=3)).token_ids
+
+
 def test_bad_inputs(setup, tmp_path):
     llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
     prefix = llm.prefill_video(tokens, vin.second_per_grid)
