@@ -235,3 +235,13 @@ def test_half_precision_weights_keep_float32_rope():
     assert out.embeds.dtype == torch.bfloat16 and out.pos.dtype == torch.int64
     rel = ((out.embeds.float() - ref).norm() / ref.norm()).item()
     assert rel < 5e-2, f"bf16 vs fp32 relative error {rel}"
+
+
+def test_gradients_flow_through_packed_subset_encoding():
+    model = VisionEncoder(get_preset("st3d-tiny"))
+    grid = [[2, 4, 4], [1, 4, 6]]
+    masks = [torch.tensor([[[True, False], [True, True]], [[False, True], [False, False]]]), None]
+    out = model.encode(_pixels(grid), torch.tensor(grid), _times(grid), cell_mask=masks)
+    out.embeds.square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
