@@ -107,9 +107,14 @@ def test_plain_output_with_model_from_env(setup, capsys, monkeypatch):
 
 
 def test_errors_are_one_line(setup, capsys, monkeypatch):
-    proc = vidsieve(setup["video"], QUESTION)  # no --model, no $VIDSIEVE_MODEL
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("vidsieve: error: no model") and len(proc.stderr.strip().splitlines()) == 1
+    from pipeline.engine import DEMO_MODEL_DIR
+
+    proc = vidsieve(setup["video"], QUESTION, "--max-new-tokens", "2")  # no --model, no $VIDSIEVE_MODEL
+    if (DEMO_MODEL_DIR / "config.json").is_file():  # the shipped demo model is the last default
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 2
+        assert proc.stderr.strip().startswith("vidsieve: error: no model") and len(proc.stderr.strip().splitlines()) == 1
     monkeypatch.delenv("VIDSIEVE_MODEL", raising=False)
     for bad, word in [(["--keep-ratio", "1.5"], "keep_ratio"), (["--strategy", "divprune"], "needs a budget")]:
         rc, _, err = in_process(capsys, setup["video"], QUESTION, "--model", setup["model_dir"], *bad)
