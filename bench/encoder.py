@@ -33,31 +33,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing each measurement")
     p.add_argument("--subset", type=float, default=0.25, help="fraction of cells for the subset run")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time; cpu: this process's CPU time (steadier when other jobs share the cores; "
+                        "use with --threads 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attention", action="store_true", help="also time the CPU attention strategies")
     p.add_argument("--json", help="write the results here as JSON")
 
 
-def _timed(fn, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _interleaved(fns: dict, repeats: int, device: str, warmup: int = 1) -> dict[str, float]:
+def _timed(fn, device: str, clock) -> tuple[float, object]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = clock()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return clock() - t0, out
+
+
+def _interleaved(fns: dict, repeats: int, device: str, warmup: int = 1, clock=time.perf_counter):
+    """Median time per function over `repeats` interleaved rounds, and each function's last output."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    outs = {}
     for _ in range(repeats):
         for k, fn in fns.items():
-            times[k].append(_timed(fn, device))
-    return {k: statistics.median(v) for k, v in times.items()}
+            dt, outs[k] = _timed(fn, device, clock)
+            times[k].append(dt)
+    return {k: statistics.median(v) for k, v in times.items()}, outs
 
 
 def _models(args, dtype):
@@ -86,14 +95,14 @@ def _attention_bench(args) -> list[dict]:
     heads, d = args.heads, args.hidden // args.heads
     cells = (args.size // 28) ** 2
     for label, seqlens in (
-        ("windows (64-patch, 8 tubelets)", _window_seqlens(args.size, 8)),
+        ("Qwen windows (112 px), 8 tubelets", _window_seqlens(args.size, 8)),
         (f"full per tubelet ({cells * 4} x 8)", [cells * 4] * 8),
     ):
         n = sum(seqlens)
         q, k, v = (torch.randn(n, heads, d) for _ in range(3))
         fns = {name: (lambda name=name: get_backend(name)(q, k, v, seqlens))
                for name in ("sdpa_grouped", "sdpa_loop", "sdpa_masked")}
-        med = _interleaved(fns, args.repeats, "cpu")
+        med, _ = _interleaved(fns, args.repeats, "cpu", 1, CLOCKS[args.clock])
         rows.append({"segments": label, "tokens": n, **{k: round(v * 1e3, 2) for k, v in med.items()}})
     return rows
 
@@ -115,13 +124,14 @@ def run(args) -> int:
         raise BadRequest(f"--frames {args.frames}: each must be an even number >= 2")
     if args.threads:
         torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
     dtype = getattr(torch, args.dtype)
     theirs, ours, kw = _models(args, dtype)
     p = args.size // 14
     print(f"config: {kw}; frames {args.size}x{args.size} px; {args.device} {args.dtype}; "
-          f"torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}")
+          f"torch threads {torch.get_num_threads()}; {args.clock} clock; {platform.processor() or platform.machine()}")
     results = {"config": kw, "size": args.size, "device": args.device, "dtype": args.dtype,
-               "threads": torch.get_num_threads(), "rows": [], "subset": [], "attention": []}
+               "threads": torch.get_num_threads(), "clock": args.clock, "rows": [], "subset": [], "attention": []}
     gen = torch.Generator().manual_seed(0)
     print("| frames | LLM tokens | transformers tok/s | vidsieve tok/s | speed-up | max abs diff |")
     print("|---|---|---|---|---|---|")
@@ -131,9 +141,9 @@ def run(args) -> int:
             px = torch.randn(int(grid.prod()), ours.config.patch_dim, generator=gen).to(args.device, dtype)
             times = [torch.arange(frames // 2, dtype=torch.float32)]
             tokens = int(grid.prod()) // 4
-            diff = (theirs(px, grid_thw=grid).pooler_output.float() - ours.encode(px, grid, times).embeds.float()).abs().max().item()
-            med = _interleaved({"theirs": lambda: theirs(px, grid_thw=grid), "ours": lambda: ours.encode(px, grid, times)},
-                               args.repeats, args.device, args.warmup)
+            med, outs = _interleaved({"theirs": lambda: theirs(px, grid_thw=grid), "ours": lambda: ours.encode(px, grid, times)},
+                                     args.repeats, args.device, args.warmup, clock)
+            diff = (outs["theirs"].pooler_output.float() - outs["ours"].embeds.float()).abs().max().item()
             row = {"frames": frames, "tokens": tokens, "transformers_tok_s": tokens / med["theirs"],
                    "vidsieve_tok_s": tokens / med["ours"], "speedup": med["theirs"] / med["ours"], "max_abs_diff": diff}
             results["rows"].append(row)
@@ -146,9 +156,9 @@ def run(args) -> int:
             px = torch.randn(int(grid.prod()), ours.config.patch_dim, generator=gen).to(args.device, dtype)
             times = [torch.arange(frames // 2, dtype=torch.float32)]
             mask = torch.rand(frames // 2, p // 2, p // 2, generator=gen) < args.subset
-            med = _interleaved({"full": lambda: ours.encode(px, grid, times),
+            med, _ = _interleaved({"full": lambda: ours.encode(px, grid, times),
                                 "subset": lambda: ours.encode(px, grid, times, cell_mask=[mask])},
-                               args.repeats, args.device, args.warmup)
+                               args.repeats, args.device, args.warmup, clock)
             row = {"frames": frames, "kept_fraction": float(mask.float().mean()), "full_s": med["full"],
                    "subset_s": med["subset"], "speedup": med["full"] / med["subset"]}
             results["subset"].append(row)
