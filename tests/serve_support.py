@@ -69,14 +69,20 @@ def tiny_model_dir(tmp_dir: Path) -> Path:
 
 
 @functools.cache
-def shared_tiny_engine():
-    """One real `pipeline.engine.Engine` on a tiny random checkpoint, shared by the serve test modules.
+def shared_tiny_model_dir() -> Path:
+    """One tiny random checkpoint for the whole test session (in a temp dir)."""
+    return tiny_model_dir(Path(tempfile.mkdtemp(prefix="vidsieve-serve-tests-")))
 
-    Returns (engine, model_dir). The checkpoint lives in a temp dir for the whole test session.
+
+@functools.cache
+def shared_tiny_engine():
+    """One real `pipeline.engine.Engine` on `shared_tiny_model_dir()`, shared by the serve test modules.
+
+    Returns (engine, model_dir).
     """
     from pipeline.engine import Engine
 
-    model_dir = tiny_model_dir(Path(tempfile.mkdtemp(prefix="vidsieve-serve-tests-")))
+    model_dir = shared_tiny_model_dir()
     return Engine(model_dir=model_dir), model_dir
 
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from pipeline.options import AskOptions
 from serve.app import create_app
 from serve.settings import Settings
-from tests.serve_support import LiveServer, bad_files, make_video, served_files, shared_tiny_engine
+from tests.serve_support import LiveServer, bad_files, make_video, served_files, shared_tiny_engine, shared_tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_chat_stream_equals_non_stream(engine, video):
 
 
 def test_model_loads_in_background_and_healthz_answers_meanwhile(video):
-    _, model_dir = shared_tiny_engine()
+    model_dir = shared_tiny_model_dir()
     app = create_app(Settings(model_dir=str(model_dir)))
     with TestClient(app) as c:
         assert c.get("/healthz").status_code == 200
