@@ -206,3 +206,20 @@ def test_timeout_raises_instead_of_hanging(tmp_path):
     write_video(path, frames, fps=25, codec="h264")
     with pytest.raises(VideoLimitExceeded, match="timeout"):
         sample_frames(path, fps=1000, timeout_s=0.001)
+
+
+def test_bench_decode_runs_and_writes_only_its_section(videos, tmp_path):
+    """The benchmark script itself (on a tiny clip, one run): figures come out, other sections stay."""
+    import argparse
+
+    from bench.decode import SECTION, measure, report, write_section
+
+    rows = measure(videos["h264"], frames=4, repeats=1)
+    assert rows["num_source_frames"] == 48 and all(rows[k][1] >= 0 for k in ("full_plain", "full_mvs", "signals_32"))
+    text = report(rows, "test machine", argparse.Namespace(frames=4, repeats=1))
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## Encoder\n\nkeep me\n\n## Decode\n\nold figures\n\n## LLM\n\nkeep me too\n")
+    write_section(md, SECTION, text)
+    out = md.read_text()
+    assert "old figures" not in out and out.count("keep me") == 2 and "test machine" in out
+    assert out.index("## Encoder") < out.index("## Decode") < out.index("## LLM")
