@@ -21,8 +21,10 @@ class CodecSignals:
     picture_types: one of "I", "P", "B" (or "?" when the container gave none) per sampled frame.
     motion: [F, Hc, Wc] float32. For `source == "mv"`: mean |motion vector| (in pixels of the
         *output* frame, per frame of the source video) of the codec's blocks landing in each cell,
-        taken over every decoded frame since the previous sampled frame, so motion between two
-        sampled frames is not lost when sampling skips frames. For `source == "residual"`: mean
+        averaged over every inter frame decoded since the previous sampled frame, so motion between
+        two sampled frames is not lost when sampling skips frames (I-frames carry no vectors; a
+        span holding only I-frames reads 0). Units and codec caveats: docs/codecs.md. For
+        `source == "residual"`: mean
         absolute difference (0..255) against the previous sampled frame (0 for the first frame).
     keyframe: [F] bool, True where the sampled frame or any frame since the previous sample is an
         I-frame / keyframe (a scene cut in most encoders).
