@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from encoders.signals import CodecSignals
-from pipeline.video_io import VideoInfo, open_container, probe_video, video_stream
+from pipeline.video_io import VideoInfo, open_container, probe_video, resize_rgb, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,29 @@ def read_codec_signals(
 
     path: the video, or its `VideoInfo` from `probe_video` (saves a probe).
     out_hw: size of the sampled output frames; cells are `cell_px` pixels of that frame.
-    frames: [F, out_h, out_w, 3] the sampled frames, used for residual maps (decoded here when
-        the codec needs them and they are not given).
+    frames: [F, out_h, out_w, 3] the sampled frames, used for residual maps (taken from this
+        function's own decode pass when not given).
     Motion of every frame between two sampled frames is averaged into the later one.
+    """
+    _, _, signals = decode_with_signals(path, frame_indices, out_hw, cell_px, frames=frames, cancel=cancel)
+    return signals
+
+
+def decode_with_signals(
+    path: str | Path | VideoInfo,
+    frame_indices: np.ndarray,
+    out_hw: tuple[int, int],
+    cell_px: int,
+    *,
+    frames: np.ndarray | None = None,
+    keep_frames: bool = False,
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, CodecSignals]:
+    """One sequential PyAV pass giving the signals and, with `keep_frames`, the sampled frames too.
+
+    Returns (frames [F, out_h, out_w, 3] uint8 or None, decoded [F] bool, signals). Frames are
+    resized with `resize_rgb`, so they equal what either decode backend returns; `decoded` is
+    False for sampled frames the pass could not decode (corrupt data).
     """
     info = path if isinstance(path, VideoInfo) else probe_video(path)
     indices = np.asarray(frame_indices, dtype=np.int64)
@@ -121,21 +141,17 @@ def read_codec_signals(
     if indices[-1] >= info.num_frames or indices[0] < 0:
         raise ValueError(f"read_codec_signals: frame index {int(indices[-1])} outside the video's {info.num_frames} frames")
     use_mv = info.codec in MV_CODECS
-    pass_result = _decode_pass(info, indices, out_hw, cell_px, use_mv, cancel or threading.Event())
-    types, keyframe, mv_sum, mv_count, seen = pass_result
+    kept = np.zeros((len(indices), *out_hw, 3), np.uint8) if (keep_frames or (frames is None and not use_mv)) else None
+    types, keyframe, mv_sum, mv_count, seen = _decode_pass(info, indices, out_hw, cell_px, use_mv, kept, cancel or threading.Event())
     hc, wc = grid_shape(out_hw, cell_px)
     if use_mv:
         motion = (mv_sum / np.maximum(mv_count, 1)[:, None]).reshape(len(indices), hc, wc).astype(np.float32)
     else:
-        if frames is None:
-            from pipeline.decode import decode_pyav  # lazy: decode.py imports this module lazily too
-
-            frames = decode_pyav(info, indices, out_hw, cancel or threading.Event())
-        motion = residual_map(frames, cell_px)
+        motion = residual_map(frames if frames is not None else kept, cell_px)
     missing = int((~seen).sum())
     if missing:
         log.warning("%s: %d sampled frames were not decoded in the signals pass; their picture type is '?'", info.path, missing)
-    return CodecSignals(
+    signals = CodecSignals(
         picture_types=tuple(types),
         motion=motion,
         keyframe=keyframe,
@@ -143,10 +159,14 @@ def read_codec_signals(
         source="mv" if use_mv else "residual",
         codec=info.codec,
     )
+    return (kept if keep_frames else None), seen, signals
 
 
-def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use_mv: bool, cancel: threading.Event):
-    """Decode frames keyframe-before-first .. last sample; per sample window: types, keys, MV sums."""
+def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use_mv: bool, kept, cancel: threading.Event):
+    """Decode frames keyframe-before-first .. last sample; per sample window: types, keys, MV sums.
+
+    kept: None, or [F, out_h, out_w, 3] uint8 filled with the sampled frames as they pass.
+    """
     f = len(indices)
     hc, wc = grid_shape(out_hw, cell_px)
     types = ["?"] * f
@@ -203,6 +223,8 @@ def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use
             kk = sample_of.get(i)
             if kk is not None:
                 types[kk], seen[kk] = ptype, True
+                if kept is not None:
+                    kept[kk] = resize_rgb(frame.to_ndarray(format="rgb24"), out_hw)
             mvs = None
             if use_mv and ptype in trusted:
                 side = frame.side_data.get("MOTION_VECTORS")

@@ -278,6 +278,7 @@ def sample_frames(
     max_frames: more selected frames than this are thinned evenly (`result.capped`, a note).
     max_pixels: frames larger than this are scaled down (aspect ratio kept); None keeps native.
     backend: "auto" (decord, falling back to PyAV on any decord failure), "decord" or "pyav".
+        With signals, "auto" and "pyav" take frames and signals from one sequential PyAV pass.
     timeout_s: raise VideoLimitExceeded when decoding takes longer (None: no limit).
     signals_cell_px: also read codec signals on a grid of cells this many output pixels wide.
     Raises VideoDecodeError (or a subclass) naming the file when it cannot be used.
@@ -302,14 +303,27 @@ def _sample(path, *, fps, num_frames, max_frames, max_pixels, backend, signals_c
     if len(indices) < len(selected):
         notes.append(f"max_frames={max_frames}: {len(selected)} selected frames thinned evenly to {len(indices)}")
     out_hw = output_size(info.height, info.width, max_pixels)
-    frames, indices, used = _decode_with_fallback(info, indices, out_hw, backend, cancel, notes)
+    frames = signals = None
+    if signals_cell_px is not None and backend != "decord":
+        # Signals need a sequential decode of the whole span anyway: take the frames from that
+        # same pass (identical to either backend's, see test_decode) instead of decoding twice.
+        from pipeline.codec_signals import decode_with_signals  # lazy: codec_signals imports decode lazily
+
+        kept, decoded, signals = decode_with_signals(info, indices, out_hw, signals_cell_px, keep_frames=True, cancel=cancel)
+        if cancel.is_set():
+            raise _Cancelled
+        if decoded.all():
+            frames, used = kept, "pyav"
+        else:
+            signals = None  # corrupt data on the way: the backends' error handling below decides
+    if frames is None:
+        frames, indices, used = _decode_with_fallback(info, indices, out_hw, backend, cancel, notes)
     if fps is not None and len(indices) == len(selected):
         sampled_fps = min(float(fps), info.video_fps)
     else:
         sampled_fps = len(indices) / info.duration_s
-    signals = None
-    if signals_cell_px is not None:
-        from pipeline.codec_signals import read_codec_signals  # codec_signals imports this module's peers only
+    if signals_cell_px is not None and signals is None:
+        from pipeline.codec_signals import read_codec_signals
 
         signals = read_codec_signals(info, indices, out_hw, signals_cell_px, frames=frames, cancel=cancel)
     return SampledFrames(
