@@ -32,12 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--families", default=",".join(FAMILIES), help=f"comma-separated question families (default all: {','.join(FAMILIES)})"
     )
+    parser.add_argument("--pan-prob", type=float, default=0.5, help="probability that the background pans (default 0.5; never in 'colour')")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing split in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
-    cfg = SynthConfig(frames=args.frames, size=args.size, families=families)
+    cfg = SynthConfig(frames=args.frames, size=args.size, families=families, pan_prob=args.pan_prob)
     start = time.perf_counter()
     index = write_dataset(args.out, args.split, args.n, seed=args.seed, codec=args.codec, fps=args.fps, cfg=cfg, overwrite=args.overwrite)
     seconds = time.perf_counter() - start

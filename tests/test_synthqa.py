@@ -323,8 +323,10 @@ def test_write_dataset_rejects_bad_arguments(tmp_path):
 
 def test_cli_make_dataset(tmp_path, capsys):
     out = tmp_path / "ds"
-    rc = cli.main(["make-dataset", "--split", "validation", "--n", "3", "--out", str(out), "--frames", "8", "--seed", "2"])
+    rc = cli.main(["make-dataset", "--split", "validation", "--n", "3", "--out", str(out), "--frames", "8", "--seed", "2", "--pan-prob", "0"])
     assert rc == 0
+    config = json.loads((out / "validation.config.json").read_text())
+    assert config["synth_config"]["pan_prob"] == 0 and config["synth_config"]["frames"] == 8
     recs = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in recs] == [split_seed("validation", i, 2) for i in range(3)]
     assert all((out / r["video"]).stat().st_size > 0 for r in recs)
