@@ -1,6 +1,6 @@
 """Pixels for the synthetic video QA set: textured backgrounds, shape sprites, a scene renderer.
 
-Pure numpy and no randomness of its own: every random choice is made in `pipeline/synthqa.py`
+Pure numpy and no randomness of its own: every random choice is made in `pipeline/synth_scenes.py`
 and arrives here as numbers in a `Scene`, so one scene always renders to the same frames.
 
 Rendering is vectorised over frames: the background is one gather from a canvas a little

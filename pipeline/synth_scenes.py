@@ -104,11 +104,11 @@ def _track(cfg, rng, kind, colour, size, start, end, move=None, show=None) -> Tr
     T = cfg.frames
     m0, m1 = move if move is not None else (0, T - 1)
     t = _frame_times(T)
-    # ufuncs rather than np.clip: this runs ~10 times per video and np.clip's wrapper dominates.
     (x0, y0), (x1, y1) = start, end
     if start == end:  # most shapes are static: skip the interpolation
         top_left = np.full((T, 2), (round(x0), round(y0)), np.int64)
     else:
+        # ufuncs rather than np.clip: this runs ~10 times per video and np.clip's wrapper dominates.
         frac = np.minimum(np.maximum((t - m0) / max(m1 - m0, 1), 0.0), 1.0)
         top_left = np.empty((T, 2), np.int64)
         top_left[:, 0] = np.rint(x0 + frac * (x1 - x0))
