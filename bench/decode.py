@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         video = Path(args.video) if args.video else Path(tmp) / "bench-720p.mp4"
         if not video.exists():  # --video names a file to reuse, generated there on the first run
             t0 = time.perf_counter()
-            n = write_video(video, panning_frames(1280, 720, int(args.seconds * 30)), fps=30, codec="h264", gop=250)
+            partial = video.with_name(video.stem + ".partial" + video.suffix)  # an interrupted run leaves no half file
+            n = write_video(partial, panning_frames(1280, 720, int(args.seconds * 30)), fps=30, codec="h264", gop=250)
+            partial.rename(video)
             print(f"generated {video.name}: {n} frames 1280x720 in {time.perf_counter() - t0:.1f} s")
         rows = measure(video, args.frames, args.repeats)
     machine = args.machine or f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU threads"
