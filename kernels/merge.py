@@ -78,17 +78,26 @@ def bipartite_match_ref(
     if a.shape[0] == 0 or b.shape[0] == 0:
         return score, index
     an, bn = _normalize(a), _normalize(b)
-    # One matmul per group: memory stays |A_g| x |B_g| instead of |A| x |B|.
+    # One matmul per group: memory stays |A_g| x |B_g| instead of |A| x |B|. A is visited in group
+    # order (a stable sort, free when already sorted) so each group's A rows are one slice.
+    a_order = torch.argsort(a_group, stable=True)
+    a_sorted = a_group[a_order]
+    an = an[a_order]
     groups, counts = torch.unique_consecutive(b_group, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    for g, lo, n in zip(groups.tolist(), starts.tolist(), counts.tolist()):
-        rows = (a_group == g).nonzero().flatten()
-        if rows.numel() == 0:
+    b_starts = (torch.cumsum(counts, 0) - counts).tolist()
+    a_lo = torch.searchsorted(a_sorted, groups, right=False).tolist()
+    a_hi = torch.searchsorted(a_sorted, groups, right=True).tolist()
+    s_sorted = torch.full_like(score, float("-inf"))
+    i_sorted = torch.full_like(index, -1)
+    for lo_a, hi_a, lo_b, n in zip(a_lo, a_hi, b_starts, counts.tolist()):
+        if hi_a == lo_a:
             continue
-        sim = an[rows] @ bn[lo : lo + n].T  # [|A_g|, |B_g|]
+        sim = an[lo_a:hi_a] @ bn[lo_b : lo_b + n].T  # [|A_g|, |B_g|]
         s, j = sim.max(dim=1)
-        score[rows] = s
-        index[rows] = j + lo
+        s_sorted[lo_a:hi_a] = s
+        i_sorted[lo_a:hi_a] = j + lo_b
+    score[a_order] = s_sorted
+    index[a_order] = i_sorted
     return score, index
 
 

@@ -192,14 +192,15 @@ def keyframe_tubelets(signals: CodecSignals | None, num_tubelets: int) -> torch.
 
 
 def _tubelet_means(part: VisualTokens, num_tubelets: int) -> torch.Tensor:
-    """[T, D] float32 weighted mean embedding per tubelet (zeros where absent)."""
-    d = part.embeds.shape[1]
-    t = part.pos[:, 0].to(part.embeds.device)
-    w = part.weight.to(device=part.embeds.device, dtype=torch.float32)[:, None]
-    sums = torch.zeros(num_tubelets, d, dtype=torch.float32, device=part.embeds.device)
-    sums.index_add_(0, t, part.embeds.float() * w)
-    cnt = torch.zeros(num_tubelets, dtype=torch.float32, device=part.embeds.device).index_add_(0, t, w[:, 0])
-    return (sums / cnt.clamp_min(1)[:, None]).cpu()
+    """[T, D] float32 weighted mean embedding per tubelet (zeros where absent); rows sorted by t."""
+    out = torch.zeros(num_tubelets, part.embeds.shape[1], dtype=torch.float32)
+    counts = torch.bincount(part.pos[:, 0].cpu(), minlength=num_tubelets)[:num_tubelets]
+    w = part.weight.to(device=part.embeds.device, dtype=torch.float32)
+    # Contiguous slices per tubelet: a weighted sum is one small matvec each (index_add_ is slow on CPU).
+    for t, (e, wt) in enumerate(zip(torch.split(part.embeds, counts.tolist()), torch.split(w, counts.tolist()))):
+        if wt.numel():
+            out[t] = ((wt @ e.float()) / wt.sum()).cpu()
+    return out
 
 
 def _signals_per_video(signals, num_videos: int) -> list[CodecSignals | None]:
@@ -224,6 +225,8 @@ def _check_query(query, width: int) -> torch.Tensor | None:
 
 def _video_part(tokens: VisualTokens, v: int) -> VisualTokens:
     """Rows of video v, sorted, as a one-video pack (video_id 0)."""
+    if tokens.num_videos == 1 and bool((tokens.sort_index().cpu() == torch.arange(len(tokens))).all()):
+        return replace(tokens, video_id=torch.zeros_like(tokens.video_id))  # already one sorted video: no copy
     rows = (tokens.video_id.cpu() == v).nonzero().flatten()
     part = take_rows(tokens, rows)
     part = replace(part, video_id=torch.zeros_like(part.video_id), grids=tokens.grids[v : v + 1].clone())

@@ -117,7 +117,10 @@ def tome_groups(embeds: torch.Tensor, pos: torch.Tensor, weight: torch.Tensor, f
 
 
 def _merge(emb, w, key, assign, a, b):
-    """Merge rows a into rows b; returns the new (emb, w, key, assign), clusters sorted by key."""
+    """Merge rows a into rows b; returns the new (emb, w, key, assign), clusters sorted by key.
+
+    Only the clusters that receive merges are recomputed (size-weighted mean); the rest are copied.
+    """
     n = emb.shape[0]
     into = torch.arange(n)
     into[a] = b
@@ -125,17 +128,25 @@ def _merge(emb, w, key, assign, a, b):
     survives[a] = False
     new_index = torch.cumsum(survives.to(torch.int64), 0) - 1
     cmap = new_index[into]  # old cluster -> new cluster
-    m = int(survives.sum())
     dev = emb.device
-    cm = cmap.to(dev)
-    w_new = torch.zeros(m, dtype=torch.float32, device=dev).index_add_(0, cm, w)
-    emb_new = torch.zeros(m, emb.shape[1], dtype=torch.float32, device=dev).index_add_(0, cm, emb * w[:, None])
-    emb_new /= w_new[:, None]
-    key_new = torch.full((m,), torch.iinfo(torch.int64).max, dtype=torch.int64).scatter_reduce(0, cmap, key, "amin")
-    perm = torch.argsort(key_new)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(m)
-    return emb_new[perm.to(dev)], w_new[perm.to(dev)], key_new[perm], inv[cmap[assign]]
+    keep_rows = survives.nonzero().flatten()
+    emb_new, w_new = emb[keep_rows.to(dev)], w[keep_rows.to(dev)]
+    targets, inv = torch.unique(cmap[a], return_inverse=True)
+    a_dev, t_dev, inv_dev = a.to(dev), targets.to(dev), inv.to(dev)
+    add_w = torch.zeros(targets.numel(), dtype=torch.float32, device=dev).index_add_(0, inv_dev, w[a_dev])
+    add_e = torch.zeros(targets.numel(), emb.shape[1], dtype=torch.float32, device=dev)
+    add_e.index_add_(0, inv_dev, emb[a_dev] * w[a_dev, None])
+    tw = w_new[t_dev] + add_w
+    emb_new[t_dev] = (emb_new[t_dev] * w_new[t_dev, None] + add_e) / tw[:, None]
+    w_new[t_dev] = tw
+    key_new = key[keep_rows].scatter_reduce(0, cmap[a], key[a], "amin")
+    assign = cmap[assign]
+    if key_new.numel() > 1 and bool((key_new[1:] < key_new[:-1]).any()):  # a spatial merge moved a rep
+        perm = torch.argsort(key_new)
+        inv_perm = torch.empty_like(perm)
+        inv_perm[perm] = torch.arange(perm.numel())
+        return emb_new[perm.to(dev)], w_new[perm.to(dev)], key_new[perm], inv_perm[assign]
+    return emb_new, w_new, key_new, assign
 
 
 @register_strategy("tome")
