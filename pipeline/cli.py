@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("pipeline.cmd_ask", "ask a question about a video: decode, encode, compress, answer"),
     "make-dataset": ("pipeline.cmd_make_dataset", "write a split of the synthetic video QA set (H.264 videos + JSONL)"),
     "bench-encoder": ("bench.encoder", "benchmark our Qwen2.5-VL vision encoder vs transformers, and subset encoding"),
+    "bench-compress": ("bench.compress", "benchmark token compression overhead per strategy against encoder time"),
     "serve": ("serve.cmd_serve", "start the HTTP service: web page, /v1/ask, OpenAI-compatible /v1/chat/completions"),
     "bench-serve": ("bench.serve", "benchmark the HTTP service: requests/s and p50/p95 latency, compression off vs on"),
 }
