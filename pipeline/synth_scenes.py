@@ -267,7 +267,7 @@ def _position(rng, cfg, answer):
     kind = _choice(rng, SHAPE_KINDS)
     start_q = _choice(rng, [q for q in QUADRANTS if q != answer])
     start, end = _in_quadrant(rng, cfg, cfg.shape_px, start_q), _in_quadrant(rng, cfg, cfg.shape_px, answer)
-    move = (int(rng.integers(0, T // 4 + 1)), int(rng.integers(T // 2, T)))
+    move = (int(rng.integers(0, T // 4 + 1)), int(rng.integers(3 * T // 4, T)))  # still moving after 3/4 of the video
     placed = [_track(cfg, rng, kind, colours[0], cfg.shape_px, start, end, move=move)]
     for c in colours[1:]:
         _place(placed, lambda: _shape(rng, cfg, c, transient_prob=0.5))

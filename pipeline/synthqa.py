@@ -32,7 +32,8 @@ Difficulty note (what dropping the wrong tokens costs):
   (positions kept, not renumbered).
 - order and half need order: tokens from early and late tubelets must both survive and keep
   their (t) positions.
-- position needs the last tubelets (the target started in another quadrant), count needs every
+- position needs the last tubelets (the target starts in another quadrant and still moves after
+  3/4 of the video: its middle frame answers 0.48-0.53, its last 1.0), count needs every
   object somewhere in the video (spatial coverage, the family uniform sampling does well on).
 - colour is the family where codec-aware compression should beat uniform: the answer is a
   small shape (16 px, about one patch) moving over a static background among static
