@@ -1,0 +1,273 @@
+"""`vidsieve bench`: accuracy against visual tokens per frame, for every strategy and budget.
+
+    vidsieve bench --dataset synthetic --limit 140 --out runs/bench
+    vidsieve bench --model DIR --dataset mvbench.jsonl --strategies uniform,codec --keep-ratios 1,0.25 --out OUT
+
+Each dataset item is decoded and encoded once (codec signals included); every (strategy, budget)
+then compresses those same tokens and answers. Per-answer records go to OUT/items.jsonl as they
+are made, so an interrupted run resumes where it stopped; the table is aggregated from them into
+OUT/results.json, OUT/results.csv and OUT/accuracy_vs_tokens.png.
+
+Datasets: "synthetic" writes the held-out test split of `pipeline/synthqa.py` (real H.264 files)
+under OUT/dataset; or a JSONL file of {"video": path, "question": str, "options": [...]?,
+"answer": str, "family"?: str}, video paths relative to the file (MVBench / Video-MME exports).
+Multiple choice is scored by option letter or option text, open answers by normalized match
+(`pipeline/scoring.py`). `--options-in-prompt` lists the lettered options in the prompt (for
+models that answer with a letter); the demo model answers with the option's words.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from encoders.errors import BadRequest, VidsieveError
+from pipeline.options import AskOptions
+from pipeline.scoring import is_correct, options_prompt
+
+DEFAULT_KEEP_RATIOS = (1.0, 0.5, 0.25, 0.1)
+# At or above a video's own rate, sampling takes every frame (the synthetic set is 8 fps).
+EVERY_FRAME_FPS = 240.0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None, help="model directory (default: $VIDSIEVE_MODEL, then the demo model)")
+    p.add_argument("--dataset", required=True, help="'synthetic' (held-out test split) or a JSONL file")
+    p.add_argument("--strategies", default=None, help="comma-separated strategies (default: every registered one)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--keep-ratios", default=None, help="comma-separated keep ratios (default 1,0.5,0.25,0.1)")
+    budget.add_argument("--tokens-per-frame", default=None, help="comma-separated tokens-per-frame budgets")
+    p.add_argument("--limit", type=int, default=None, help="use the first N items (synthetic default: 140)")
+    p.add_argument("--fps", type=float, default=None, help="sampling fps (default: every frame)")
+    p.add_argument("--max-frames", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--options-in-prompt", action="store_true", help="list lettered options in the prompt")
+    p.add_argument("--out", required=True, help="output directory (resumable)")
+
+
+def budgets_from(args) -> list[dict]:
+    """[{"keep_ratio": r} | {"tokens_per_frame": n}, ...] from the command line."""
+    try:
+        if args.tokens_per_frame:
+            return [{"tokens_per_frame": float(x)} for x in args.tokens_per_frame.split(",")]
+        ratios = [float(x) for x in args.keep_ratios.split(",")] if args.keep_ratios else list(DEFAULT_KEEP_RATIOS)
+    except ValueError as e:
+        raise BadRequest(f"bench: budgets must be comma-separated numbers ({e})") from None
+    return [{"keep_ratio": r} for r in ratios]
+
+
+def load_items(dataset: str, out: Path, limit: int | None) -> list[dict]:
+    """Items with absolute video paths; 'synthetic' writes (or reuses) the test split under out/dataset."""
+    if dataset == "synthetic":
+        from pipeline.synth_dataset import write_dataset
+        from pipeline.synthqa import SynthConfig
+
+        n = limit or 140
+        index = out / "dataset" / "test.jsonl"
+        if not index.exists() or sum(1 for _ in open(index)) < n:
+            # Same frames and size as the demo model was trained on (see pipeline/train_demo.py).
+            from pipeline.train_demo import DemoRecipe
+
+            r = DemoRecipe()
+            write_dataset(out / "dataset", "test", n, cfg=SynthConfig(frames=r.frames, size=r.size), overwrite=True)
+        path = index
+    else:
+        path = Path(dataset)
+        if not path.is_file():
+            raise BadRequest(f"bench: dataset {dataset!r} is neither 'synthetic' nor a JSONL file")
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                video, question, answer = rec["video"], rec["question"], str(rec["answer"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise BadRequest(f"{path}:{lineno}: not a dataset line with video, question, answer ({e})") from None
+            options = rec.get("options") or None
+            if options is not None and answer not in options:
+                raise BadRequest(f"{path}:{lineno}: answer {answer!r} is not one of the options {options}")
+            items.append({"id": lineno, "video": str((path.parent / video).resolve()), "question": question,
+                          "options": options, "answer": answer, "family": rec.get("family", "all")})
+            if limit and len(items) >= limit:
+                break
+    if not items:
+        raise BadRequest(f"bench: dataset {path} has no items")
+    return items
+
+
+def config_key(strategy: str, budget: dict) -> str:
+    if not budget:
+        return f"{strategy}|all"
+    (name, value), = budget.items()
+    return f"{strategy}|{name}={value:g}"
+
+
+def _drop_partial_line(path: Path) -> str:
+    """Cut a last line left unfinished by an interruption (it is redone); return the whole lines."""
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, encoding="utf-8")
+    return text
+
+
+def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, max_new_tokens, options_in_prompt) -> list[dict]:
+    """Answer every (item, strategy, budget) not yet in out/items.jsonl; return all records."""
+    records_path = out / "items.jsonl"
+    done = {}
+    if records_path.exists():
+        text = _drop_partial_line(records_path)
+        for line in text.splitlines():
+            rec = json.loads(line)
+            done[(rec["item"], rec["config"])] = rec
+    # `none` keeps every token whatever the budget: run it once, without one.
+    configs = [(s, b) for s in strategies for b in (budgets if s != "none" else [{}])]
+    total = len(items) * len(configs)
+    progress = Progress(total, already=sum(1 for i in items for s, b in configs if (i["id"], config_key(s, b)) in done))
+    base = dict(fps=fps if fps else EVERY_FRAME_FPS, max_frames=max_frames, max_new_tokens=max_new_tokens)
+    with open(records_path, "a", encoding="utf-8") as sink:
+        for item in items:
+            todo = [(s, b) for s, b in configs if (item["id"], config_key(s, b)) not in done]
+            if not todo:
+                continue
+            prompt = options_prompt(item["question"], item["options"]) if options_in_prompt and item["options"] else item["question"]
+            try:
+                # Decode once with codec signals (any strategy may use them), encode once at full grid.
+                decoded = engine.decode(item["video"], AskOptions(strategy="codec", keep_ratio=1.0, **base))
+                full = engine.encode(decoded, AskOptions(**base))
+            except VidsieveError as e:
+                for s, b in todo:
+                    rec = {"item": item["id"], "config": config_key(s, b), "strategy": s, **b, "error": str(e), "family": item["family"]}
+                    sink.write(json.dumps(rec) + "\n")
+                    done[(item["id"], rec["config"])] = rec
+                    progress.step()
+                continue
+            for s, b in todo:
+                opts = AskOptions(strategy=s, **b, **base)
+                t = time.perf_counter()
+                enc = engine.compress(full, opts, signals=decoded.sampled.signals, question=prompt)
+                result = engine.answer(enc, prompt, opts)
+                st = result["stats"]
+                rec = {
+                    "item": item["id"], "config": config_key(s, b), "strategy": s, **b, "family": item["family"],
+                    "correct": is_correct(result["answer"], item["answer"], item["options"]),
+                    "prediction": result["answer"], "answer": item["answer"],
+                    "tokens_before": st["tokens_before"], "tokens_after": st["tokens_after"], "frames": st["frames"],
+                    "ms": st["timings_ms"]["total"], "ms_after_encode": (time.perf_counter() - t) * 1e3,
+                }
+                sink.write(json.dumps(rec) + "\n")
+                sink.flush()
+                done[(item["id"], rec["config"])] = rec
+                progress.step()
+    progress.close()
+    wanted = {(i["id"], config_key(s, b)) for i in items for s, b in configs}
+    return [r for k, r in done.items() if k in wanted]
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One row per (strategy, budget): accuracy overall and per family, tokens, latency."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[r["config"]].append(r)
+    rows = []
+    for key, recs in groups.items():
+        ok = [r for r in recs if "error" not in r]
+        fam: dict[str, list[bool]] = defaultdict(list)
+        for r in ok:
+            fam[r["family"]].append(r["correct"])
+        frames = sum(r["frames"] for r in ok) or 1
+        first = recs[0]
+        rows.append({
+            "strategy": first["strategy"],
+            "keep_ratio": round(sum(r["tokens_after"] for r in ok) / max(1, sum(r["tokens_before"] for r in ok)), 4),
+            "budget": key.split("|", 1)[1],
+            "tokens_per_frame": round(sum(r["tokens_after"] for r in ok) / frames, 3),
+            "accuracy": round(sum(r["correct"] for r in ok) / max(1, len(ok)), 4),
+            "n": len(ok),
+            "errors": len(recs) - len(ok),
+            "ms_per_video": round(sum(r["ms"] for r in ok) / max(1, len(ok)), 2),
+            "ms_after_encode": round(sum(r["ms_after_encode"] for r in ok) / max(1, len(ok)), 2),
+            "families": {f: round(sum(v) / len(v), 4) for f, v in sorted(fam.items())},
+        })
+    return sorted(rows, key=lambda r: (r["strategy"], -r["tokens_per_frame"]))
+
+
+def write_outputs(rows: list[dict], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    families = sorted({f for r in rows for f in r["families"]})
+    cols = ["strategy", "budget", "keep_ratio", "tokens_per_frame", "accuracy", "n", "errors", "ms_per_video", "ms_after_encode"]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + [f"acc_{x}" for x in families])
+        for r in rows:
+            w.writerow([r[c] for c in cols] + [r["families"].get(x, "") for x in families])
+    plot(rows, out / "accuracy_vs_tokens.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for s in sorted({r["strategy"] for r in rows}):
+        pts = sorted((r["tokens_per_frame"], r["accuracy"], r["ms_per_video"]) for r in rows if r["strategy"] == s)
+        x = [p[0] for p in pts]
+        ax1.plot(x, [p[1] for p in pts], marker="o", label=s)
+        ax2.plot(x, [p[2] for p in pts], marker="o", label=s)
+    ax1.set(xlabel="visual tokens per frame", ylabel="accuracy", title="accuracy vs tokens per frame", xscale="log")
+    ax2.set(xlabel="visual tokens per frame", ylabel="ms per video (decode to answer)", title="latency", xscale="log")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class Progress:
+    """A one-line progress bar on stderr: done/total, rate, ETA."""
+
+    def __init__(self, total: int, already: int = 0):
+        self.total, self.done, self.t0, self.start = total, already, time.monotonic(), already
+
+    def step(self) -> None:
+        self.done += 1
+        rate = (self.done - self.start) / max(1e-9, time.monotonic() - self.t0)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        width = 30
+        fill = int(width * self.done / max(1, self.total))
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} {rate:.1f}/s ETA {eta:.0f}s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def run(args) -> int:
+    from pipeline.engine import Engine
+    from tokencomp.registry import list_strategies, parse_strategy
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = args.strategies.split(",") if args.strategies else list_strategies()
+    for s in strategies:
+        parse_strategy(s)
+    budgets = budgets_from(args)
+    items = load_items(args.dataset, out, args.limit)
+    engine = Engine(args.model)
+    records = run_bench(engine, items, strategies, budgets, out, args.fps, args.max_frames, args.max_new_tokens, args.options_in_prompt)
+    rows = aggregate(records)
+    write_outputs(rows, out)
+    print(f"{'strategy':<12} {'budget':<22} {'tok/frame':>9} {'accuracy':>8} {'n':>5} {'ms/video':>9}")
+    for r in rows:
+        print(f"{r['strategy']:<12} {r['budget']:<22} {r['tokens_per_frame']:>9.2f} {r['accuracy']:>8.3f} {r['n']:>5} {r['ms_per_video']:>9.1f}")
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'accuracy_vs_tokens.png'}")
+    return 0
