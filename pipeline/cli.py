@@ -24,8 +24,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-dataset": ("pipeline.cmd_make_dataset", "write a split of the synthetic video QA set (H.264 videos + JSONL)"),
     "bench-encoder": ("bench.encoder", "benchmark our Qwen2.5-VL vision encoder vs transformers, and subset encoding"),
     "bench-compress": ("bench.compress", "benchmark token compression overhead per strategy against encoder time"),
+    "bench": ("pipeline.bench_accuracy", "accuracy vs visual tokens per frame for every strategy and budget"),
+    "train-demo": ("pipeline.train_demo", "train the vidsieve-tiny demo model on synthetic video QA (resumable)"),
     "serve": ("serve.cmd_serve", "start the HTTP service: web page, /v1/ask, OpenAI-compatible /v1/chat/completions"),
     "bench-serve": ("bench.serve", "benchmark the HTTP service: requests/s and p50/p95 latency, compression off vs on"),
+    "batch": ("pipeline.batch", "answer questions about every video in a directory on a Ray cluster (resumable JSONL)"),
+    "bench-batch": ("bench.batch", "benchmark the Ray batch job: videos/s vs decode workers, compression off vs on"),
 }
 
 
