@@ -22,7 +22,7 @@ from serve.deps import EngineSlot
 from serve.errors import install_error_handlers
 from serve.files import FileStore
 from serve.metrics import Metrics, RequestMetrics
-from serve.queue import WorkQueue
+from serve.queue import RefuseWhenFull, WorkQueue
 from serve.settings import Settings, get_settings
 from serve.uploads import FORM_OVERHEAD_BYTES, BodySizeLimit
 
@@ -32,6 +32,10 @@ DESCRIPTION = """Ask questions about videos with a multimodal LLM, sending it a 
 
 Every error is `{"error": {"message", "type", "code"}}`. With an API key configured, `/v1/*` needs
 `Authorization: Bearer <key>`. The web page is at `/`."""
+
+
+# Routes that take a worker: refused with 429 before their (possibly large) body is read when the queue is full.
+COMPUTE_PATHS = ("/v1/ask", "/v1/chat/completions")
 
 
 def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     # A data: URL carries 4 base64 characters per 3 bytes, so the body limit leaves room for that.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES)
+    app.add_middleware(RefuseWhenFull, queue_of=lambda scope: app.state.queue, paths=COMPUTE_PATHS)
     app.add_middleware(RequestMetrics, metrics_of=lambda scope: app.state.metrics)  # outermost: counts 413s too
     return app
 

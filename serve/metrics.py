@@ -80,9 +80,15 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            # The route template, never the raw path: ids in paths would explode the label set.
-            name = getattr(route, "path", None) or "unmatched"
+            # The route template, never the raw path: ids in paths would explode the label set. A request
+            # answered before routing (413, early 429) is labelled with its path when that is a fixed route.
+            name = getattr(scope.get("route"), "path", None) or _fixed_route(scope)
             metrics = self.metrics_of(scope)
             metrics.requests.labels(name, str(status["code"])).inc()
             metrics.request_latency.labels(name).observe(time.perf_counter() - start)
+
+
+def _fixed_route(scope) -> str:
+    app = scope.get("app")
+    fixed = {getattr(r, "path", "") for r in getattr(app, "routes", ()) if "{" not in getattr(r, "path", "{")}
+    return scope["path"] if scope["path"] in fixed else "unmatched"

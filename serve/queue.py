@@ -13,6 +13,7 @@ The engine runs in threads so the event loop stays free: /healthz answers while 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from serve.errors import Overloaded, RequestTimedOut
+from serve.errors import Overloaded, RequestTimedOut, error_body
 
 _DONE = object()
 
@@ -43,6 +44,10 @@ class WorkQueue:
     @property
     def waiting(self) -> int:
         return max(0, self._admitted - self._running)
+
+    @property
+    def full(self) -> bool:
+        return self._admitted >= self.workers + self.queue_size
 
     def retry_after_s(self) -> int:
         """Seconds until a slot is likely free: one queue's worth of recent job times, at least 1."""
@@ -112,7 +117,7 @@ class WorkQueue:
 
     def _submit(self, job: Callable[[], Any]):
         with self._lock:
-            if self._admitted >= self.workers + self.queue_size:
+            if self.full:
                 raise Overloaded(
                     f"server is busy ({self._running} running, {self.waiting} waiting, queue size {self.queue_size}); retry later",
                     self.retry_after_s(),
@@ -140,3 +145,28 @@ class WorkQueue:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RefuseWhenFull:
+    """ASGI middleware: answer 429 on the compute routes while the queue is full, before reading the body.
+
+    The queue's own admission check stays the authority (a slot may fill between this check and the
+    submit); this only spares the server from receiving and spooling uploads it would refuse anyway.
+    """
+
+    def __init__(self, app, queue_of, paths: tuple[str, ...]):
+        self.app = app
+        self.queue_of = queue_of  # scope -> WorkQueue
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            queue: WorkQueue = self.queue_of(scope)
+            if queue.full:
+                body = json.dumps(error_body(429, f"server is busy ({queue.running} running, {queue.waiting} waiting); retry later")).encode()
+                await send({"type": "http.response.start", "status": 429,
+                            "headers": [(b"content-type", b"application/json"), (b"retry-after", str(queue.retry_after_s()).encode()),
+                                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

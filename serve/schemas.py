@@ -195,7 +195,8 @@ class Choice(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = Field(description="tokens the LLM read: text tokens + visual tokens after compression")
+    prompt_tokens: int = Field(description="tokens the LLM read: the engine's stats.prompt_tokens when it reports it, "
+                                           "else the visual tokens after compression (text tokens not counted)")
     completion_tokens: int = Field(description="tokens generated")
     total_tokens: int
     visual_tokens_before: int = Field(description="visual tokens before compression")

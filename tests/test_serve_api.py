@@ -217,7 +217,7 @@ def test_file_store_caps_and_expiry(video):
 def test_full_queue_answers_429_with_retry_after_and_healthz_stays_responsive(video):
     gate = threading.Event()
     engine = StandInEngine(gate=gate)
-    with client_for(engine, workers=1, queue_size=1) as c:
+    with client_for(engine, workers=1, queue_size=1, max_upload_mb=1) as c:
         results = []
 
         def ask():
@@ -235,6 +235,9 @@ def test_full_queue_answers_429_with_retry_after_and_healthz_stays_responsive(vi
         assert_error(r, 429)
         assert int(r.headers["retry-after"]) >= 1
         assert "vidsieve_queue_waiting 1.0" in c.get("/metrics").text
+        # Refused before the body is read: an over-limit upload gets 429, not 413.
+        huge = c.post("/v1/ask", files={"video": ("huge.mp4", b"\0" * (3 * 1024 * 1024), "video/mp4")}, data={"question": "q"})
+        assert_error(huge, 429)
         gate.set()
         for t in threads:
             t.join(30)
