@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("pipeline.cmd_probe", "decode a video and print its frames, timestamps and codec signals"),
     "bench-decode": ("bench.decode", "benchmark decord vs PyAV sampling and motion-vector export"),
     "ask": ("pipeline.cmd_ask", "ask a question about a video: decode, encode, compress, answer"),
+    "bench-llm": ("bench.llm_stage", "benchmark the LLM stage's time to first token vs keep ratio against transformers generate"),
     "make-dataset": ("pipeline.cmd_make_dataset", "write a split of the synthetic video QA set (H.264 videos + JSONL)"),
     "bench-encoder": ("bench.encoder", "benchmark our Qwen2.5-VL vision encoder vs transformers, and subset encoding"),
     "bench-compress": ("bench.compress", "benchmark token compression overhead per strategy against encoder time"),
