@@ -95,10 +95,11 @@ class SynthConfig:
         object.__setattr__(self, "travel", tuple(self.travel))
         if self.frames < 4 or self.frames % 2:
             raise BadRequest(f"SynthConfig: frames must be even and >= 4 (2-frame tubelets), got {self.frames}")
-        if self.size % 2 or self.size < 2 * self.shape_px + 8:
+        # Below ~3 shapes across, four non-overlapping shapes take many redraws (64 px: some fail).
+        if self.size % 2 or self.size < 3 * self.shape_px + 8:
             raise BadRequest(
-                f"SynthConfig: size must be even and >= 2*shape_px+8 = {2 * self.shape_px + 8} so each quadrant "
-                f"holds a shape, got {self.size}"
+                f"SynthConfig: size must be even and >= 3*shape_px+8 = {3 * self.shape_px + 8} so four shapes fit "
+                f"without overlapping, got {self.size} (or lower shape_px)"
             )
         if not 4 <= self.small_px <= self.shape_px:
             raise BadRequest(f"SynthConfig: need 4 <= small_px <= shape_px, got {self.small_px}, {self.shape_px}")

@@ -274,7 +274,7 @@ def test_colour_family_background_is_static():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"frames": 7}, {"frames": 2}, {"size": 50}, {"families": ("direction", "nope")}, {"small_px": 40}, {"travel": (0.5, 0.9)}]
+    "kwargs", [{"frames": 7}, {"frames": 2}, {"size": 80}, {"families": ("direction", "nope")}, {"small_px": 40}, {"travel": (0.5, 0.9)}]
 )
 def test_bad_config_is_a_user_error(kwargs):
     with pytest.raises(BadRequest):
