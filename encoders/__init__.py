@@ -1,7 +1,6 @@
-"""Vision encoders and the types that flow out of them (`VisualTokens`, `CodecSignals`)."""
+"""Vision encoders and the types that flow out of them.
 
-from encoders.errors import BadRequest, VidsieveError
-from encoders.signals import CodecSignals
-from encoders.tokens import Members, VisualTokens, grid_positions
-
-__all__ = ["BadRequest", "CodecSignals", "Members", "VidsieveError", "VisualTokens", "grid_positions"]
+Import from the submodules (`encoders.tokens.VisualTokens`, `encoders.signals.CodecSignals`,
+`encoders.errors.VidsieveError`, ...). The package itself imports nothing, so a command that only
+needs the error types does not pay for importing torch.
+"""

@@ -48,15 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Two-pass parse: find the subcommand, import its module, let it add its arguments.
-    known, _ = parser.parse_known_args(argv)
-    if known.command is None:
+    # The subcommand is the first word that names one; only its module is imported, and it adds
+    # its arguments before parsing (so `vidsieve ask --help` lists them).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        sub_parser = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+        module.add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(SUBCOMMANDS[known.command][0])
-    sub_parser = parser._subparsers._group_actions[0].choices[known.command]  # noqa: SLF001
-    module.add_arguments(sub_parser)
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(module.run(args) or 0)

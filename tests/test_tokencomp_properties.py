@@ -13,7 +13,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from encoders import BadRequest, CodecSignals, VisualTokens
+from encoders.errors import BadRequest
+from encoders.signals import CodecSignals
+from encoders.tokens import VisualTokens
 from tokencomp.budget import Budget, allocate, scene_starts, stage_targets, tubelet_floors
 from tokencomp.plan import Plan, apply_plan, select_top, tubelet_capacity
 from tokencomp.registry import BUDGET_FREE, compress, get_strategy, keyframe_tubelets, list_strategies
