@@ -122,11 +122,14 @@ def build_layout(grid_thw: torch.Tensor, config: EncoderConfig, cell_mask=None) 
     k = cell_pos.shape[0]
 
     # Segment keys, as mixed-radix integers so sorting and run-finding are one tensor op each.
-    big = int(grids.max()) + 1
-    tube_key = cell_video * big + cell_pos[:, 0]
+    # Radix per field (not one shared base) so the keys stay far from int64 overflow on long videos.
+    t_max, h_max, w_max = (int(x) + 1 for x in grids.max(0).values)
+    tube_key = cell_video * t_max + cell_pos[:, 0]
     if ws is not None:
-        win_key = (tube_key * big + cell_pos[:, 1] // ws) * big + cell_pos[:, 2] // ws
-        order_key = (win_key * big + cell_pos[:, 1]) * big + cell_pos[:, 2]
+        nwh, nww = -(-h_max // ws), -(-w_max // ws)
+        win_key = (tube_key * nwh + cell_pos[:, 1] // ws) * nww + cell_pos[:, 2] // ws
+        # Within a window, raster order; (h % ws, w % ws) is raster order inside one window.
+        order_key = (win_key * ws + cell_pos[:, 1] % ws) * ws + cell_pos[:, 2] % ws
         perm = torch.argsort(order_key, stable=True)
     else:
         win_key = None
