@@ -245,3 +245,14 @@ def test_gradients_flow_through_packed_subset_encoding():
     out.embeds.square().sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+
+
+def test_layout_of_a_long_video():
+    # 2400 tubelets (~80 min at 1 fps): sort keys must not overflow; tubelets stay in order.
+    cfg = get_preset("qwen2_5_vl-tiny", window_size=56)
+    layout = build_layout(torch.tensor([[2400, 12, 4], [3, 4, 4]]), cfg)
+    t = layout.patch_coords[:, 0]
+    assert bool((t[1:48 * 2400] >= t[: 48 * 2400 - 1]).all())
+    assert layout.full_seqlens == [48] * 2400 + [16] * 3
+    assert layout.window_seqlens == [16, 16, 16] * 2400 + [16] * 3
+    assert torch.equal(layout.perm[layout.restore], torch.arange(layout.perm.numel()))
