@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--divprune-max", type=int, default=16384,
                    help="skip divprune above this many tokens (its greedy loop is sequential)")
     p.add_argument("--encoder-preset", default="qwen2_5_vl", help="encoders.config preset timed for the comparison")
+    p.add_argument("--encoder-seconds", nargs=2, type=float, metavar=("S_256", "S_512"), default=None,
+                   help="reuse encoder seconds measured earlier for 256 and 512 tokens instead of timing again")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--machine", default=None, help="machine description for the results table")
     p.add_argument("--write", action="store_true", help=f"write the results to docs/benchmarks.md ({SECTION})")
@@ -128,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
     from tokencomp.budget import Budget
 
     budget = Budget(keep_ratio=args.keep_ratio)
-    print(f"encoder {args.encoder_preset}: timing 256 and 512 tokens on {args.device} ...", flush=True)
-    per_token, measured = encoder_seconds_per_token(args.encoder_preset, args.device, args.repeats)
+    if args.encoder_seconds:
+        measured = {256: args.encoder_seconds[0], 512: args.encoder_seconds[1]}
+        per_token = measured[512] / 512
+        print(f"encoder {args.encoder_preset}: reusing earlier measurement", flush=True)
+    else:
+        print(f"encoder {args.encoder_preset}: timing 256 and 512 tokens on {args.device} ...", flush=True)
+        per_token, measured = encoder_seconds_per_token(args.encoder_preset, args.device, args.repeats)
     print("  " + ", ".join(f"{n} tokens: {s:.2f} s" for n, s in measured.items()) + f" -> {per_token * 1e3:.2f} ms/token")
     rows = []
     for n in args.tokens:

@@ -56,19 +56,26 @@ def _check_inputs(a, b, a_group, b_group):
     return a_group, b_group
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
+def _normalize(x: torch.Tensor, already: bool = False) -> torch.Tensor:
     """[N, D] -> [N, D] float32 rows of unit length (zero rows stay zero)."""
     x = x.float()
+    if already:
+        return x
     return x / x.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
 
 
 def bipartite_match_ref(
-    a: torch.Tensor, b: torch.Tensor, a_group: torch.Tensor | None = None, b_group: torch.Tensor | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_group: torch.Tensor | None = None,
+    b_group: torch.Tensor | None = None,
+    normalized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of `a`, the most cosine-similar row of `b` within the same group.
 
     a: [Na, D], b: [Nb, D] (any float dtype; similarities are computed in float32).
     a_group: [Na] int64, b_group: [Nb] int64 sorted ascending; both None = one group.
+    normalized: the caller promises unit-length float32 rows (skips normalizing them again).
     Returns (score [Na] float32, index [Na] int64): score = max cosine similarity, index = row of
     `b` reaching it (the lowest such row on exact ties); -inf and -1 where the group has no B row.
     """
@@ -77,28 +84,67 @@ def bipartite_match_ref(
     index = torch.full((a.shape[0],), -1, dtype=torch.int64, device=a.device)
     if a.shape[0] == 0 or b.shape[0] == 0:
         return score, index
-    an, bn = _normalize(a), _normalize(b)
+    an, bn = _normalize(a, normalized), _normalize(b, normalized)
     # One matmul per group: memory stays |A_g| x |B_g| instead of |A| x |B|. A is visited in group
-    # order (a stable sort, free when already sorted) so each group's A rows are one slice.
-    a_order = torch.argsort(a_group, stable=True)
-    a_sorted = a_group[a_order]
-    an = an[a_order]
+    # order so each group's A rows are one slice (no gather when A is already grouped).
+    a_order = None
+    if a_group.numel() > 1 and bool((a_group[1:] < a_group[:-1]).any()):
+        a_order = torch.argsort(a_group, stable=True)
+        an = an[a_order]
+    a_sorted = a_group if a_order is None else a_group[a_order]
     groups, counts = torch.unique_consecutive(b_group, return_counts=True)
-    b_starts = (torch.cumsum(counts, 0) - counts).tolist()
-    a_lo = torch.searchsorted(a_sorted, groups, right=False).tolist()
-    a_hi = torch.searchsorted(a_sorted, groups, right=True).tolist()
+    b_starts = torch.cumsum(counts, 0) - counts
+    a_lo = torch.searchsorted(a_sorted, groups, right=False)
+    a_hi = torch.searchsorted(a_sorted, groups, right=True)
     s_sorted = torch.full_like(score, float("-inf"))
     i_sorted = torch.full_like(index, -1)
-    for lo_a, hi_a, lo_b, n in zip(a_lo, a_hi, b_starts, counts.tolist()):
+    a_counts = a_hi - a_lo
+    padded = groups.numel() * int(a_counts.max()) * int(counts.max())
+    if groups.numel() > 1 and padded <= 2 * int((a_counts * counts).sum()) + 4096:
+        # Groups of similar size (tubelets, tubelet pairs): one batched matmul instead of a loop.
+        _match_padded(an, bn, a_lo, a_counts, b_starts, counts, s_sorted, i_sorted)
+    else:
+        _match_loop(an, bn, a_lo, a_hi, b_starts, counts, s_sorted, i_sorted)
+    if a_order is None:
+        return s_sorted, i_sorted
+    score[a_order] = s_sorted
+    index[a_order] = i_sorted
+    return score, index
+
+
+def _match_loop(an, bn, a_lo, a_hi, b_starts, counts, s_out, i_out) -> None:
+    """Grouped matching, one matmul per group. Fills s_out/i_out [Na] (A sorted by group) in place."""
+    for lo_a, hi_a, lo_b, n in zip(a_lo.tolist(), a_hi.tolist(), b_starts.tolist(), counts.tolist()):
         if hi_a == lo_a:
             continue
         sim = an[lo_a:hi_a] @ bn[lo_b : lo_b + n].T  # [|A_g|, |B_g|]
         s, j = sim.max(dim=1)
-        s_sorted[lo_a:hi_a] = s
-        i_sorted[lo_a:hi_a] = j + lo_b
-    score[a_order] = s_sorted
-    index[a_order] = i_sorted
-    return score, index
+        s_out[lo_a:hi_a] = s
+        i_out[lo_a:hi_a] = j + lo_b
+
+
+def _match_padded(an, bn, a_lo, a_counts, b_starts, counts, s_out, i_out) -> None:
+    """Grouped matching as one [G, maxA, D] x [G, D, maxB] batched matmul over zero-padded groups."""
+    g = counts.numel()
+    max_a, max_b = int(a_counts.max()), int(counts.max())
+    if max_a == 0:
+        return
+    gid_a = torch.repeat_interleave(torch.arange(g), a_counts)
+    rows_a = torch.cat([torch.arange(lo, lo + c) for lo, c in zip(a_lo.tolist(), a_counts.tolist())]) if g else gid_a
+    slot_a = rows_a - a_lo[gid_a]
+    gid_b = torch.repeat_interleave(torch.arange(g), counts)
+    slot_b = torch.arange(bn.shape[0]) - b_starts[gid_b]
+    pa = an.new_zeros(g, max_a, an.shape[1])
+    pb = bn.new_zeros(g, max_b, bn.shape[1])
+    dev = an.device
+    pa[gid_a.to(dev), slot_a.to(dev)] = an[rows_a.to(dev)]
+    pb[gid_b.to(dev), slot_b.to(dev)] = bn
+    sim = torch.bmm(pa, pb.transpose(1, 2))  # [G, maxA, maxB]
+    valid_b = torch.arange(max_b, device=dev)[None, :] < counts.to(dev)[:, None]  # [G, maxB]
+    sim.masked_fill_(~valid_b[:, None, :], float("-inf"))
+    s, j = sim.max(dim=2)  # first maximum on ties, as in the loop
+    s_out[rows_a] = s[gid_a.to(dev), slot_a.to(dev)].to(s_out.device)
+    i_out[rows_a] = (j[gid_a.to(dev), slot_a.to(dev)].cpu() + b_starts[gid_a]).to(i_out.device)
 
 
 if HAVE_TRITON:
@@ -147,12 +193,17 @@ if HAVE_TRITON:
 
 
 def bipartite_match_triton(
-    a: torch.Tensor, b: torch.Tensor, a_group: torch.Tensor | None = None, b_group: torch.Tensor | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_group: torch.Tensor | None = None,
+    b_group: torch.Tensor | None = None,
+    normalized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of `a`, the most cosine-similar row of `b` within the same group.
 
     a: [Na, D], b: [Nb, D] (any float dtype; similarities are computed in float32).
     a_group: [Na] int64, b_group: [Nb] int64 sorted ascending; both None = one group.
+    normalized: the caller promises unit-length float32 rows (skips normalizing them again).
     Returns (score [Na] float32, index [Na] int64): score = max cosine similarity, index = row of
     `b` reaching it (the lowest such row on exact ties); -inf and -1 where the group has no B row.
     """
@@ -166,8 +217,8 @@ def bipartite_match_triton(
         return score, index
     # Unit rows in float32 for every input dtype: on GPU tl.dot then runs in tf32 (fast enough for
     # a ranking), and the interpreter's bf16 dot is not trustworthy (garbage under TRITON_INTERPRET).
-    an = _normalize(a).contiguous()
-    bn = _normalize(b).contiguous()
+    an = _normalize(a, normalized).contiguous()
+    bn = _normalize(b, normalized).contiguous()
     lo = torch.searchsorted(b_group, a_group, right=False)
     hi = torch.searchsorted(b_group, a_group, right=True)
     block_d = min(128, max(16, triton.next_power_of_2(n_d)))
@@ -185,7 +236,11 @@ _logged_choice: set[str] = set()
 
 
 def bipartite_match(
-    a: torch.Tensor, b: torch.Tensor, a_group: torch.Tensor | None = None, b_group: torch.Tensor | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_group: torch.Tensor | None = None,
+    b_group: torch.Tensor | None = None,
+    normalized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch: `bipartite_match_triton` for CUDA tensors when Triton is installed, else the reference.
 
@@ -200,4 +255,4 @@ def bipartite_match(
     if why not in _logged_choice:
         _logged_choice.add(why)
         log.info("kernels.merge.bipartite_match: using %s", why)
-    return impl(a, b, a_group, b_group)
+    return impl(a, b, a_group, b_group, normalized)

@@ -136,3 +136,20 @@ def test_dispatch_uses_reference_on_cpu(caplog):
     assert torch.equal(i, merge.bipartite_match_ref(a, b)[1])
     msgs = [r.getMessage() for r in caplog.records if "bipartite_match" in r.getMessage()]
     assert len(msgs) == 1 and "reference" in msgs[0], msgs
+
+
+@pytest.mark.parametrize("sizes", [[(40, 30)] * 6, [(200, 200)] + [(1, 1)] * 30, [(5, 0), (3, 4), (0, 6)]])
+def test_reference_batched_and_looped_groups_match_dense(sizes):
+    # Similar group sizes take the padded batched matmul, very unequal ones the per-group loop.
+    gen = torch.Generator().manual_seed(len(sizes))
+    ga = torch.cat([torch.full((na,), g) for g, (na, _) in enumerate(sizes)])
+    gb = torch.cat([torch.full((nb,), g) for g, (_, nb) in enumerate(sizes)])
+    a, b = torch.randn(ga.numel(), 16, generator=gen), torch.randn(gb.numel(), 16, generator=gen)
+    perm = torch.randperm(ga.numel(), generator=gen)  # A need not be grouped
+    a, ga = a[perm], ga[perm]
+    s, i = merge.bipartite_match_ref(a, b, ga, gb)
+    sim = merge._normalize(a) @ merge._normalize(b).T
+    sim[ga[:, None] != gb[None, :]] = float("-inf")
+    s_dense, i_dense = sim.max(dim=1)
+    i_dense[torch.isinf(s_dense)] = -1
+    assert torch.allclose(s, s_dense, atol=1e-5) and torch.equal(i, i_dense)

@@ -11,7 +11,8 @@ token (`kernels.merge.bipartite_match`, cosine similarity), and merge the best-s
 - temporal round: present tubelets are paired (u0,u1), (u2,u3), ... (or (u1,u2), ... on alternate
   temporal rounds) and the later tubelet's tokens (A) match any token of the earlier one (B).
 Each round computes both kinds and carries out the one whose best merges are more similar, at most
-half of the merges still needed (so neither kind hogs the budget), until the target is reached.
+half of the merges still needed (so neither kind hogs the budget; at least 10% of the rows, so
+the tail takes no tiny rounds), until the target is reached.
 A merge never takes a tubelet below its floor. Merged rows are size-weighted averages; the
 representative position is the earliest member (see `tokencomp.plan`).
 """
@@ -26,7 +27,8 @@ from kernels.merge import bipartite_match
 from tokencomp.plan import Plan
 from tokencomp.registry import StrategyInput, register_strategy
 
-ROUND_FRACTION = 0.5  # merges per round: at most this fraction of those still needed
+ROUND_FRACTION = 0.5  # merges per round: at most this fraction of those still needed ...
+MIN_ROUND = 0.1  # ... or this fraction of the current rows, whichever is more
 
 
 def _rank_in_tubelet(tub: torch.Tensor) -> torch.Tensor:
@@ -55,14 +57,14 @@ def _split(kind: str, tub: torch.Tensor, offset: int):
     return a, b, group[a], group[b]
 
 
-def _propose(kind, emb, tub, floors, offset):
-    """Allowed merges of one kind, best first: (a_rows, b_rows, scores)."""
+def _propose(kind, unit, tub, floors, offset):
+    """Allowed merges of one kind, best first: (a_rows, b_rows, scores). unit: [n, D] unit rows."""
     a, b, ga, gb = _split(kind, tub, offset)
     if a.numel() == 0 or b.numel() == 0:
         empty = torch.zeros(0, dtype=torch.int64)
         return empty, empty, torch.zeros(0)
-    dev = emb.device
-    score, idx = bipartite_match(emb[a.to(dev)], emb[b.to(dev)], ga.to(dev), gb.to(dev))
+    dev = unit.device
+    score, idx = bipartite_match(unit[a.to(dev)], unit[b.to(dev)], ga.to(dev), gb.to(dev), normalized=True)
     score, idx = score.cpu(), idx.cpu()
     ok = idx >= 0
     a, bm, score = a[ok], b[idx[ok]], score[ok]
@@ -95,11 +97,13 @@ def tome_groups(embeds: torch.Tensor, pos: torch.Tensor, weight: torch.Tensor, f
     while emb.shape[0] > k:
         tub = key // (g * g)
         need = emb.shape[0] - k
-        cap = need if stalled else max(1, math.ceil(need * ROUND_FRACTION))
+        # Half of what is still needed, but never tiny rounds at the tail (each round costs a full match).
+        cap = need if stalled else min(need, max(math.ceil(need * ROUND_FRACTION), math.ceil(MIN_ROUND * emb.shape[0])))
         offset = temporal_rounds % 2
         best = None
+        unit = torch.nn.functional.normalize(emb, dim=1)  # once per round, shared by both proposals
         for kind in ("temporal", "spatial"):
-            a, b, s = _propose(kind, emb, tub, floors, offset)
+            a, b, s = _propose(kind, unit, tub, floors, offset)
             take = min(cap, a.numel())
             if take and (best is None or float(s[:take].mean()) > best[3]):
                 best = (kind, a[:take], b[:take], float(s[:take].mean()))
