@@ -3,8 +3,10 @@
 Starts a real `vidsieve serve` process on 127.0.0.1 (a free port), uploads one generated video once
 (POST /v1/files), then for each mode (compression off = strategy none; on = --strategy at --keep-ratio)
 and each concurrency level sends closed-loop requests to POST /v1/chat/completions: `concurrency`
-clients, each sending its next request as soon as the last one answered. Reports requests/s and
-p50/p95 latency, as a table and as JSON (--json-out).
+clients, each sending its next request as soon as the last one answered. The two modes alternate
+round by round (--rounds) so a shared machine's drifting load falls on both. Reports requests/s
+(all rounds' requests / their wall time), the per-round figures, and p50/p95 latency, as a table and
+as JSON (--json-out).
 
 Without --model it writes a small random Qwen2.5-VL checkpoint (tests/fixtures/tiny_qwen.py with the
 sizes below): no weights are downloaded, and answers are noise; the point is the cost.
@@ -38,11 +40,12 @@ SMALL_PROCESSOR = dict(min_pixels=56 * 56, max_pixels=448 * 336)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint dir (default: write a small random Qwen2.5-VL)")
     p.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
-    p.add_argument("--requests", type=int, default=None, help="requests per level (default: max(8, concurrency))")
+    p.add_argument("--requests", type=int, default=None, help="requests per round (default: max(4, concurrency))")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per level; modes alternate round by round")
     p.add_argument("--strategy", default="uniform", help="compression strategy for the 'on' mode")
     p.add_argument("--keep-ratio", type=float, default=0.25, help="keep ratio for the 'on' mode")
     p.add_argument("--max-new-tokens", type=int, default=8)
-    p.add_argument("--video-seconds", type=float, default=4.0, help="length of the generated 448x336 test video")
+    p.add_argument("--video-seconds", type=float, default=2.0, help="length of the generated 448x336 test video")
     p.add_argument("--workers", type=int, default=1, help="server worker threads")
     p.add_argument("--json-out", default=None, help="write the results here as JSON")
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"machine": _machine(), "model": str(args.model or "small random Qwen2.5-VL (bench/serve.py SMALL_*)"),
               "video": f"448x336 H.264, {args.video_seconds:g} s, sampled at 2 fps", "max_new_tokens": args.max_new_tokens,
               "workers": args.workers, "results": results}
-    print(_table(results))
+    print("\n" + _table(results))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
@@ -86,24 +89,31 @@ async def _measure(base: str, video: Path, levels: list[int], args) -> list[dict
         r.raise_for_status()
         file_id = r.json()["id"]
         modes = {"off": {"strategy": "none"}, "on": {"strategy": args.strategy, "keep_ratio": args.keep_ratio}}
-        results = []
-        for mode, options in modes.items():
+        for options in modes.values():
             await _one(http, file_id, options, args.max_new_tokens)  # warm-up: first-call costs stay out of the numbers
-            for concurrency in levels:
-                n = args.requests or max(8, concurrency)
-                results.append({"mode": mode, "options": options, "concurrency": concurrency, "requests": n,
-                                **await _level(http, file_id, options, args.max_new_tokens, concurrency, n)})
-                print(_table(results[-1:], header=not results[:-1]), flush=True)
+        results = []
+        # Modes alternate round by round within each level, so drifting load on a shared machine hits both alike.
+        for concurrency in levels:
+            n = args.requests or max(4, concurrency)
+            rounds = {mode: [] for mode in modes}
+            for _ in range(args.rounds):
+                for mode, options in modes.items():
+                    rounds[mode].append(await _level(http, file_id, options, args.max_new_tokens, concurrency, n))
+            for mode, options in modes.items():
+                results.append({"mode": mode, "options": options, "concurrency": concurrency, "requests": n * args.rounds,
+                                **_combine(rounds[mode]), "load_avg_1m": round(os.getloadavg()[0], 1)})
+            print(_table(results[-2:], header=len(results) == 2), flush=True)
         return results
 
 
 async def _level(http, file_id: str, options: dict, max_new_tokens: int, concurrency: int, n: int) -> dict:
+    """n requests from `concurrency` closed-loop clients: wall time, latencies, visual tokens."""
     latencies: list[float] = []
     tokens: list[tuple[int, int]] = []
     todo = iter(range(n))
 
     async def client():
-        for _ in todo:  # shared iterator: closed loop, n requests in all
+        for _ in todo:  # shared iterator: n requests in all
             start = time.perf_counter()
             body = await _one(http, file_id, options, max_new_tokens)
             latencies.append(time.perf_counter() - start)
@@ -111,11 +121,16 @@ async def _level(http, file_id: str, options: dict, max_new_tokens: int, concurr
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    lat = np.array(latencies)
-    return {"requests_per_s": round(n / wall, 3), "p50_s": round(float(np.percentile(lat, 50)), 3),
+    return {"wall_s": time.perf_counter() - start, "latencies": latencies, "tokens": tokens[0]}
+
+
+def _combine(rounds: list[dict]) -> dict:
+    lat = np.array([x for r in rounds for x in r["latencies"]])
+    wall = sum(r["wall_s"] for r in rounds)
+    return {"requests_per_s": round(len(lat) / wall, 3), "p50_s": round(float(np.percentile(lat, 50)), 3),
             "p95_s": round(float(np.percentile(lat, 95)), 3), "wall_s": round(wall, 2),
-            "visual_tokens_before": tokens[0][0], "visual_tokens_after": tokens[0][1]}
+            "round_requests_per_s": [round(len(r["latencies"]) / r["wall_s"], 3) for r in rounds],
+            "visual_tokens_before": rounds[0]["tokens"][0], "visual_tokens_after": rounds[0]["tokens"][1]}
 
 
 async def _one(http, file_id: str, options: dict, max_new_tokens: int) -> dict:
@@ -129,12 +144,13 @@ async def _one(http, file_id: str, options: dict, max_new_tokens: int) -> dict:
 
 
 def _table(results: list[dict], header: bool = True) -> str:
-    lines = ["| compression | concurrency | requests | req/s | p50 s | p95 s | visual tokens |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"] if header else []
+    lines = ["| compression | concurrency | requests | req/s | req/s per round | p50 s | p95 s | visual tokens | load avg |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"] if header else []
     for r in results:
         label = "off" if r["mode"] == "off" else f"{r['options']['strategy']} keep {r['options']['keep_ratio']:g}"
-        lines.append(f"| {label} | {r['concurrency']} | {r['requests']} | {r['requests_per_s']:.2f} | {r['p50_s']:.2f} | "
-                     f"{r['p95_s']:.2f} | {r['visual_tokens_after']}/{r['visual_tokens_before']} |")
+        per_round = ", ".join(f"{x:.2f}" for x in r["round_requests_per_s"])
+        lines.append(f"| {label} | {r['concurrency']} | {r['requests']} | {r['requests_per_s']:.2f} | {per_round} | {r['p50_s']:.2f} | "
+                     f"{r['p95_s']:.2f} | {r['visual_tokens_after']}/{r['visual_tokens_before']} | {r['load_avg_1m']} |")
     return "\n".join(lines)
 
 
