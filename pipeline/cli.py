@@ -17,7 +17,8 @@ from encoders.errors import VidsieveError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pipeline.cmd_demo", "generate a video, decode it with codec signals and report what moved"),
+    "demo": ("pipeline.cmd_demo", "ask the demo model about generated videos, with and without token compression"),
+    "demo-codec": ("pipeline.cmd_demo_codec", "generate a video, decode it with codec signals and report what moved"),
     "probe": ("pipeline.cmd_probe", "decode a video and print its frames, timestamps and codec signals"),
     "bench-decode": ("bench.decode", "benchmark decord vs PyAV sampling and motion-vector export"),
     "ask": ("pipeline.cmd_ask", "ask a question about a video: decode, encode, compress, answer"),

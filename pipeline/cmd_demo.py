@@ -1,87 +1,76 @@
-"""`vidsieve demo`: generate a short H.264 video of a moving square, decode it with its codec
-signals, and check that where the codec saw motion is where the square really went.
+"""`vidsieve demo`: the whole pipeline on the shipped demo model, no downloads, a minute on a CPU.
 
-What it shows: the decode stage samples frames at true timestamps, reads the encoder's motion
-vectors on a cell grid, and those vectors are exactly the information codec-aware compression
-uses to drop static cells. Runs in a few seconds on a CPU, with no downloads.
+Writes one held-out synthetic video per question family as a real H.264 file, then for each:
+decode (with the codec's motion vectors) -> encode -> answer with every token, and again with a
+compressed stream (default `codec` at 25% of the tokens), every kept token at its original
+(t, h, w) position. Prints the answers next to the truth and the token accounting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.codec_signals import grid_shape
-from pipeline.cmd_probe import side_by_side
-from pipeline.decode import sample_frames
-from pipeline.videogen import SquarePath, moving_square_video
-
-LIT_PX = 1.0  # a cell "moved" when its mean motion is at least 1 output px per frame
+from pipeline.options import AskOptions
+from pipeline.scoring import is_correct
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codec", default="h264", choices=["h264", "mpeg4", "hevc", "vp9"], help="codec of the generated video")
-    parser.add_argument("--fps", type=float, default=4.0, help="sampling rate (the video runs at 24 fps)")
-    parser.add_argument("--cell-px", type=int, default=16, help="motion-map cell side in pixels")
-    parser.add_argument("--keep", metavar="DIR", default=None, help="write the generated video to DIR instead of a temp dir")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model directory (default: $VIDSIEVE_MODEL, then the shipped demo model)")
+    p.add_argument("--strategy", default="codec", help="compression strategy to compare with the full stream")
+    p.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of visual tokens the compressed run keeps")
+    p.add_argument("--per-family", type=int, default=1, help="videos per question family")
+    p.add_argument("--keep", metavar="DIR", default=None, help="write the generated videos to DIR instead of a temp dir")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every answer as the last line")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.engine import Engine
+    from pipeline.synth_dataset import write_dataset
+    from pipeline.synthqa import SynthConfig
+    from pipeline.train_demo import DemoRecipe
+
     started = time.perf_counter()
+    engine = Engine(args.model)
+    recipe = DemoRecipe()
+    cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
+    full_opts = AskOptions(fps=240.0, max_new_tokens=6)  # at or above the video's rate: every frame
+    small_opts = AskOptions(strategy=args.strategy, keep_ratio=args.keep_ratio, fps=240.0, max_new_tokens=6)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="vidsieve-demo-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"moving-square-{args.codec}.{'webm' if args.codec == 'vp9' else 'mp4'}"
-        truth = moving_square_video(
-            path, args.codec, width=192, height=128, num_frames=48, fps=24, square_px=32,
-            step_px=(3, 1), start_px=(16, 32), gop=24,
-        )
-        print(f"generated {path.name}: 192x128, 48 frames at 24 fps, a 32 px square moving (3, 1) px per frame")
-        r = sample_frames(path, fps=args.fps, max_pixels=None, signals_cell_px=args.cell_px)
-    sig = r.signals
-    print(
-        f"sampled {r.num_frames} frames at {r.sampled_fps:g} fps with {r.backend}; timestamps "
-        f"{', '.join(f'{t:.3f}' for t in r.time_s)} s"
-    )
-    print(f"picture types: {' '.join(sig.picture_types)}   signal source: {sig.source} ({r.codec})")
-    threshold = LIT_PX if sig.source == "mv" else 8.0
-    verdicts, maps = [], []
-    for k in range(r.num_frames):
-        lit = sig.motion[k] >= threshold
-        allowed = cells_touched(truth, int(r.indices[k - 1] if k else r.indices[0]), int(r.indices[k]), sig.cell_px, lit.shape)
-        stray = int((lit & ~allowed).sum())
-        expect_motion = k > 0 and not (sig.picture_types[k] == "I" and r.indices[k] - r.indices[k - 1] == 1)
-        ok = stray == 0 and (lit.any() or not expect_motion)
-        verdicts.append(ok)
-        rows = ["".join(_cell_char(lit[i, j], allowed[i, j]) for j in range(lit.shape[1])) for i in range(lit.shape[0])]
-        maps.append((f"t={r.time_s[k]:.2f} {sig.picture_types[k]} {'ok' if ok else 'MISS'}", rows))
-    print(f"cells that moved ('#' = codec saw motion on the square's path, 'x' = motion off the path, "
-          f"'.' = on the path but still, ' ' = static), {sig.cell_px} px cells:")
-    print("\n".join(side_by_side(maps)))
-    good = sum(verdicts)
-    elapsed = time.perf_counter() - started
-    if good == len(verdicts):
-        print(f"RESULT: detected motion matches the square's true path in all {good} sampled frames ({elapsed:.1f} s)")
-        return 0
-    print(f"RESULT: detected motion strays from the square's true path in {len(verdicts) - good} of {len(verdicts)} frames ({elapsed:.1f} s)")
-    return 1
-
-
-def cells_touched(truth: SquarePath, first: int, last: int, cell_px: int, grid: tuple[int, int]) -> np.ndarray:
-    """[Hc, Wc] bool: cells the square overlaps in any frame first..last (its path over the window)."""
-    assert grid == grid_shape((truth.height, truth.width), cell_px)
-    cells = np.zeros(grid, bool)
-    s = truth.square_px
-    for x, y in truth.top_left[first : last + 1]:
-        cells[max(y // cell_px, 0) : -(-(y + s) // cell_px), max(x // cell_px, 0) : -(-(x + s) // cell_px)] = True
-    return cells
-
-
-def _cell_char(lit: bool, on_path: bool) -> str:
-    if lit:
-        return "#" if on_path else "x"
-    return "." if on_path else " "
+        n = len(cfg.families) * args.per_family
+        index = write_dataset(folder, "test", n, cfg=cfg, overwrite=True)
+        print(f"model {engine.model_name}; wrote {n} H.264 test videos ({cfg.frames} frames of {cfg.size}x{cfg.size}) to {folder}")
+        for line in index.read_text().splitlines():
+            item = json.loads(line)
+            video = folder / item["video"]
+            decoded = engine.decode(video, small_opts)  # reads codec signals too
+            full = engine.encode(decoded, full_opts)
+            a_full = engine.answer(full, item["question"], full_opts)
+            small = engine.compress(full, small_opts, signals=decoded.sampled.signals, question=item["question"])
+            a_small = engine.answer(small, item["question"], small_opts)
+            rows.append({"family": item["family"], "question": item["question"], "truth": item["answer"],
+                         "full": a_full["answer"], "full_ok": is_correct(a_full["answer"], item["answer"], item["options"]),
+                         "compressed": a_small["answer"],
+                         "compressed_ok": is_correct(a_small["answer"], item["answer"], item["options"]),
+                         "tokens_before": a_full["stats"]["tokens_before"], "tokens_after": a_small["stats"]["tokens_after"],
+                         "ms_full": a_full["stats"]["timings_ms"]["total"], "ms_compressed": a_small["stats"]["timings_ms"]["total"]})
+    width = max(len(r["question"]) for r in rows)
+    print(f"\n{'question':<{width}}  {'truth':<12} {'all tokens':<14} {args.strategy} @ {args.keep_ratio:g}")
+    for r in rows:
+        mark = lambda ok: "ok" if ok else "--"  # noqa: E731
+        print(f"{r['question']:<{width}}  {r['truth']:<12} {r['full']:<11} {mark(r['full_ok'])} {r['compressed']:<11} {mark(r['compressed_ok'])}")
+    n_full = sum(r["full_ok"] for r in rows)
+    n_small = sum(r["compressed_ok"] for r in rows)
+    before = sum(r["tokens_before"] for r in rows)
+    after = sum(r["tokens_after"] for r in rows)
+    print(f"\ncorrect: {n_full}/{len(rows)} with all {before} visual tokens, {n_small}/{len(rows)} with {after} "
+          f"({100 * after / before:.0f}%) kept by {args.strategy}; {time.perf_counter() - started:.1f} s in all")
+    if args.json:
+        print(json.dumps({"rows": rows, "correct_full": n_full, "correct_compressed": n_small,
+                          "tokens_before": before, "tokens_after": after}))
+    return 0

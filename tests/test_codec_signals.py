@@ -155,7 +155,7 @@ def test_b_frame_vectors_are_divided_by_their_anchor_distance(videos):
 def test_demo_finds_the_square(capsys):
     import argparse
 
-    from pipeline import cmd_demo
+    from pipeline import cmd_demo_codec as cmd_demo
 
     rc = cmd_demo.run(argparse.Namespace(codec="h264", fps=4.0, cell_px=16, keep=None))
     out = capsys.readouterr().out
