@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import httpx  # noqa: F401 - the load generator's client
+    except ImportError:
+        from encoders.errors import BadRequest
+
+        raise BadRequest("bench-serve needs httpx: pip install -e '.[test]'") from None
     levels = [int(x) for x in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="vidsieve-bench-serve-") as tmp:
         tmp = Path(tmp)

@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             yield
         finally:
             queue.shutdown()
+            if engine is None and slot.status == "ready" and hasattr(slot.engine, "shutdown"):
+                slot.engine.shutdown()  # an engine we loaded (Ray actors): release it; an injected one is the caller's
             app.state.files.clear()
             if owns_root:
                 shutil.rmtree(root, ignore_errors=True)
