@@ -79,7 +79,7 @@ async def probe(request: Request, path: Path, name: str) -> VideoInfo:
 
 async def ask(request: Request, engine, video: Path, question: str, options: AskOptions) -> dict:
     """One question about one video, computed on a worker; the answer dict."""
-    result = await request.app.state.queue.run(lambda: engine.ask(str(video), question, options))
+    result = await request.app.state.queue.run(lambda: engine.ask(str(video), question, options), gone=request.is_disconnected)
     request.app.state.metrics.observe_answer(result)
     return result
 

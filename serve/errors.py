@@ -79,6 +79,7 @@ _TYPES = {
     415: "unsupported_media_type",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    499: "client_closed_request",
     500: "server_error",
     503: "service_unavailable",
     504: "timeout_error",

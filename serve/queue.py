@@ -17,13 +17,20 @@ import json
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from serve.errors import Overloaded, RequestTimedOut, error_body
+from serve.errors import Overloaded, RequestTimedOut, ServiceError, error_body
 
 _DONE = object()
+DISCONNECT_POLL_S = 0.5
+
+
+class ClientGone(ServiceError):
+    """The client disconnected before its answer was ready (the 499 reaches no one; it is for the metrics)."""
+
+    http_status = 499
 
 
 class WorkQueue:
@@ -53,16 +60,30 @@ class WorkQueue:
         """Seconds until a slot is likely free: one queue's worth of recent job times, at least 1."""
         return max(1, math.ceil(self._avg_job_s * (self.queue_size + self.workers) / self.workers))
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn()` on a worker; 429 when full, 504 past the deadline."""
+    async def run(self, fn: Callable[[], Any], gone: Callable[[], Awaitable[bool]] | None = None) -> Any:
+        """Run `fn()` on a worker; 429 when full, 504 past the deadline.
+
+        gone: polled while the job waits; when it answers True (the client hung up) a job that has not
+        started yet is dropped, so abandoned requests do not keep the queue busy under overload.
+        """
         cancelled = threading.Event()
         future = self._submit(lambda: None if cancelled.is_set() else fn())
+        result = asyncio.shield(asyncio.wrap_future(future))
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout_s)
-        except asyncio.TimeoutError:
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise RequestTimedOut(f"request took longer than the server's limit of {self.timeout_s:g} s")
+                done, _ = await asyncio.wait({result}, timeout=min(left, DISCONNECT_POLL_S) if gone else left)
+                if done:
+                    return result.result()
+                if gone is not None and await gone():
+                    raise ClientGone("client closed the connection before the answer was ready")
+        except BaseException:
             cancelled.set()
             future.cancel()  # succeeds only if it has not started
-            raise RequestTimedOut(f"request took longer than the server's limit of {self.timeout_s:g} s") from None
+            raise
 
     def stream(self, make_iter: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
         """Start iterating `make_iter()` on a worker now (429 here when full); items arrive through the result.

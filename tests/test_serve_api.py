@@ -271,3 +271,32 @@ def test_settings_refuse_public_host_without_key(monkeypatch):
     Settings(host="::1").check_exposure()
     monkeypatch.setenv("VIDSIEVE_API_KEY", "from-env")
     assert Settings(host="0.0.0.0").api_key == "from-env"
+
+
+def test_abandoned_request_is_dropped_from_the_queue(video):
+    """A client that hangs up while its request waits for a worker costs no compute."""
+    import httpx
+
+    from tests.serve_support import LiveServer
+
+    gate = threading.Event()
+    engine = StandInEngine(gate=gate)
+    app = create_app(Settings(workers=1, queue_size=2), engine=engine)
+    with LiveServer(app) as server:
+        first = threading.Thread(target=lambda: httpx.post(server.url + "/v1/ask", files=upload(video), data={"question": "q"}, timeout=30))
+        first.start()
+        for _ in range(200):
+            if engine.calls == 1:
+                break
+            threading.Event().wait(0.05)
+        with pytest.raises(httpx.ReadTimeout):  # waits behind the first, then hangs up
+            httpx.post(server.url + "/v1/ask", files=upload(video), data={"question": "q"}, timeout=1.0)
+        for _ in range(100):  # the server notices within its poll interval
+            if app.state.queue.waiting == 0:
+                break
+            threading.Event().wait(0.05)
+        assert app.state.queue.waiting == 0
+        gate.set()
+        first.join(30)
+        assert engine.calls == 1  # the abandoned one never ran
+        assert 'status="499"' in httpx.get(server.url + "/metrics").text
