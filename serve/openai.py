@@ -23,7 +23,8 @@ from serve.errors import NotFound, error_body, message_of, status_of
 from serve.media import resolve_video
 from serve.deps import Engine, Workdir
 from serve.files import ID_PREFIX
-from serve.schemas import ChatCompletion, ChatCompletionRequest, FilePart, TextPart, VideoUrlPart, error_responses
+from serve.schemas import (ChatCompletion, ChatCompletionRequest, FilePart, ModelCard, ModelList, TextPart, VideoUrlPart,
+                           error_responses)
 
 log = logging.getLogger("vidsieve.serve")
 
@@ -48,6 +49,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, workdi
         return StreamingResponse(_sse(items, meta, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return completion(await deps.ask(request, engine, path, question, options), meta)
+
+
+@router.get("/models", response_model=ModelList, summary="The one model this server serves (OpenAI-compatible)",
+            responses=error_responses(401, 503))
+async def list_models(engine: Engine):
+    return ModelList(data=[ModelCard(id=engine.model_name)])
 
 
 def parse_messages(body: ChatCompletionRequest) -> tuple[str, str]:

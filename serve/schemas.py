@@ -211,3 +211,15 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     vidsieve: AskResponse = Field(description="the full answer object: accounting, kept positions, timings")
+
+
+class ModelCard(BaseModel):
+    id: str = Field(description="the model name to pass as `model` (or omit it)")
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "vidsieve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

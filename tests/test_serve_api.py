@@ -166,6 +166,8 @@ def test_chat_completions_with_data_url_and_file_id(video):
         two_turns["messages"].insert(0, {"role": "system", "content": "be brief"})
         assert "roles" in assert_error(c.post("/v1/chat/completions", json=two_turns), 422)["message"]
         assert_error(c.post("/v1/chat/completions", json=chat_body(data_url, model="gpt-4o")), 404)
+        assert c.get("/v1/models").json()["data"][0]["id"] == "stand-in"
+        assert c.post("/v1/chat/completions", json=chat_body(data_url, model="stand-in")).status_code == 200
         assert_error(c.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}), 422)
         assert served_files(c.app) == []
 
