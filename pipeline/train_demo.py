@@ -64,19 +64,19 @@ class DemoRecipe:
     """Model sizes and the optimisation schedule. Head dim 32 -> 16 rotary pairs: 4 t, 6 h, 6 w."""
 
     width: int = 128
-    encoder_depth: int = 4
+    encoder_depth: int = 3
     encoder_heads: int = 4
     encoder_mlp: int = 256
-    text_layers: int = 3
+    text_layers: int = 2
     text_heads: int = 4
     text_kv_heads: int = 2
     text_mlp: int = 384
     mrope_section: tuple[int, int, int] = (4, 6, 6)
     tokens_per_second: int = 2
-    batch: int = 32
+    batch: int = 16
     lr: float = 5e-4
     warmup: int = 100
-    total_steps: int = 4000
+    total_steps: int = 800
     weight_decay: float = 0.01
     seed: int = 0
     frames: int = 8
@@ -245,7 +245,8 @@ def lr_at(step: int, recipe: DemoRecipe) -> float:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n: int) -> dict:
+def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n: int, stop_at_step: int | None = None) -> dict:
+    """Train (or resume) in `out` until the schedule ends, `minutes` pass or `stop_at_step` is reached."""
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
@@ -268,7 +269,8 @@ def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n
     llm.model.train(), encoder.train()
     deadline = time.monotonic() + minutes * 60
     t0 = time.monotonic()
-    while step < recipe.total_steps and time.monotonic() < deadline:
+    last = recipe.total_steps if stop_at_step is None else min(stop_at_step, recipe.total_steps)
+    while step < last and time.monotonic() < deadline:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         items = batch_items("train", step * recipe.batch, recipe.batch, cfg, recipe.seed)
