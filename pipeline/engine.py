@@ -212,6 +212,7 @@ class Engine:
                 timings_ms=timings,
                 model=self.model_name,
                 signal_source=encoded.signal_source,
+                prompt_tokens=len(prefix.ids) + len(self.llm._tokenize(self.llm.render(question)[1])),
             )
         }
 

@@ -30,6 +30,7 @@ def build_result(
     timings_ms: dict[str, float],
     model: str,
     signal_source: str | None = None,
+    prompt_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The answer dict for one question about one video.
 
@@ -57,6 +58,7 @@ def build_result(
             "sampled_fps": float(sampled_fps),
             "frame_times_s": [round(float(t), 6) for t in frame_times_s],
             "signal_source": signal_source,
+            "prompt_tokens": prompt_tokens,
             "model": model,
             "timings_ms": {k: round(float(v), 3) for k, v in timings_ms.items()},
         },

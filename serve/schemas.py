@@ -89,6 +89,7 @@ class AskStats(BaseModel):
     sampled_fps: float = Field(description="sampling rate used")
     frame_times_s: list[float] = Field(description="timestamp of each sampled frame, seconds")
     signal_source: str | None = Field(None, description="where codec signals came from, if used")
+    prompt_tokens: int | None = Field(None, description="tokens the LLM read: text plus the visual tokens kept")
     model: str = Field(description="model name")
     timings_ms: Timings = Field(description="per-stage wall time, milliseconds")
 

@@ -38,6 +38,8 @@ def test_ask_returns_the_contract(engine, video):
     assert isinstance(r["answer"], str)
     assert set(s["timings_ms"]) >= {"decode", "encode", "prefill", "generate", "total"}
     assert s["frame_times_s"] == pytest.approx([i / 8.0 for i in range(16)])
+    # the prompt holds every visual token plus the chat template's text and the question
+    assert s["prompt_tokens"] > s["tokens_after"]
     # kept positions in raster order on the LLM grid
     assert r["kept"] == sorted(r["kept"])
 
