@@ -76,7 +76,7 @@ class DemoRecipe:
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 100
-    total_steps: int = 800
+    total_steps: int = 3500
     weight_decay: float = 0.01
     seed: int = 0
     frames: int = 8
