@@ -222,14 +222,15 @@ class Progress:
     _last: float = 0.0
 
     def add(self, records: list[dict]) -> None:
+        """Count one video's lines; its visual tokens once (its questions share them, except with a
+        question-aware strategy, where the first question's count stands for the video)."""
         self.videos += 1
         self.pairs += len(records)
-        for r in records:
-            if "error" in r:
-                self.errors += 1
-            else:
-                self.tokens_before += int(r["stats"].get("tokens_before", 0))
-                self.tokens_after += int(r["stats"].get("tokens_after", 0))
+        self.errors += sum("error" in r for r in records)
+        answered = [r for r in records if "error" not in r]
+        if answered:
+            self.tokens_before += int(answered[0]["stats"].get("tokens_before", 0))
+            self.tokens_after += int(answered[0]["stats"].get("tokens_after", 0))
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -284,6 +285,16 @@ def records_for(outcome) -> list[dict]:
 
 
 def options_from_args(args: argparse.Namespace) -> AskOptions:
+    """The request's options, checked here so a bad strategy or budget is one error, not a line per video."""
+    from tokencomp.registry import parse_strategy
+
+    options = _options(args)
+    if parse_strategy(options.strategy) != ["none"] and options.keep_ratio is None and options.tokens_per_frame is None:
+        raise BatchInputError(f"--strategy {options.strategy} needs a budget: add --keep-ratio R or --tokens-per-frame N")
+    return options
+
+
+def _options(args: argparse.Namespace) -> AskOptions:
     return AskOptions.from_dict(
         {
             "strategy": args.strategy,
@@ -298,9 +309,9 @@ def options_from_args(args: argparse.Namespace) -> AskOptions:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    questions = Questions((args.question,)) if args.question is not None else read_questions(args.questions)
     if args.question is not None and not args.question.strip():
         raise BatchInputError("--question must not be empty")
+    questions = Questions((args.question,)) if args.question is not None else read_questions(args.questions)
     input_dir = Path(args.input)
     check_input_dir(input_dir, questions, args.questions)
     out = ResultLog(args.output)
@@ -322,6 +333,8 @@ def run(args: argparse.Namespace) -> int:
             address=args.address,
             model_dir=args.model,
             decode_workers=args.decode_workers,
+            encode_workers=args.encode_workers,
+            answer_workers=args.answer_workers,
             torch_threads=args.torch_threads,
         )
         try:
@@ -363,7 +376,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="cap on sampled frames per video (default 64)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer (default 32)")
     parser.add_argument("--decode-workers", type=int, default=1, help="decode actors (one CPU each)")
-    parser.add_argument("--max-in-flight", type=int, default=None, help="videos in the pipeline at once (default 2 per decode worker + 2)")
+    parser.add_argument("--encode-workers", type=int, default=1, help="encoder actors (a GPU share each when the cluster has GPUs)")
+    parser.add_argument("--answer-workers", type=int, default=1, help="LLM actors (a GPU share each when the cluster has GPUs)")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="videos in the pipeline at once (default 2 per actor)")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads in each model actor")
     parser.add_argument("--address", default=None, help='Ray cluster (default: RAY_ADDRESS, a local `ray start` cluster, else a new one; "local" = new)')
 

@@ -281,10 +281,11 @@ class RayEngine:
         """Yield one Outcome per Job as each completes (not in input order).
 
         Pulls jobs from `jobs` lazily, keeping at most `max_in_flight` videos submitted and not yet
-        returned (default 2 per decode worker + 2), so a huge iterable never sits in memory. A job
+        returned (default 2 per actor, so every stage has its next video queued), so a huge iterable
+        never sits in memory. A job
         whose worker died (past Ray's own restarts and retries) is resubmitted up to `retries` times.
         """
-        cap = max_in_flight or 2 * len(self.decoders) + 2
+        cap = max_in_flight or 2 * len(self._actors())
         if cap < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         source = iter(jobs)

@@ -171,10 +171,19 @@ def test_bad_input_dir_is_one_line_exit_2(tmp_path, capsys, which):
     assert code == 2 and len(err.splitlines()) == 1 and str(target) in err, err
 
 
-def test_bad_budget_is_one_line_exit_2(tmp_path, video_dir, capsys):
-    code = main(["--input", str(video_dir), "--question", "q", "--output", str(tmp_path / "o.jsonl"), "--keep-ratio", "1.5"])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--keep-ratio", "1.5"], "keep_ratio must be a number in (0, 1]"),
+        (["--strategy", "uniform"], "--strategy uniform needs a budget"),
+        (["--strategy", "no-such-strategy", "--keep-ratio", "0.5"], "no-such-strategy"),
+    ],
+)
+def test_bad_options_are_one_line_exit_2(tmp_path, video_dir, capsys, extra, message):
+    code = main(["--input", str(video_dir), "--question", "q", "--output", str(tmp_path / "o.jsonl"), *extra])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "keep_ratio" in err and len(err.splitlines()) == 1
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_output_partial_last_line_is_cut_and_pairs_are_written_once(tmp_path):
