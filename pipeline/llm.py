@@ -341,7 +341,11 @@ class QwenVL:
             yield tok
             if tok in self.stop_ids or k + 1 == gen.max_new_tokens:
                 break
-            logits = self._forward(self._embed([tok]), generation_position_ids(next_position, 1, offset=k), cache)
+            # A generated token is text, whatever its id: embed it as transformers' generate does, even a
+            # vision placeholder id the model happened to produce (it is not a slot for visual tokens).
+            with torch.inference_mode():
+                embeds = self.model.get_input_embeddings()(torch.tensor([[tok]], device=self.device))
+            logits = self._forward(embeds, generation_position_ids(next_position, 1, offset=k), cache)
         timings["generate"] = (time.perf_counter() - t1) * 1e3
 
     def stream(self, prefix: VideoPrefix, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:

@@ -127,3 +127,18 @@ def test_model_dir_resolution(tmp_path, monkeypatch):
     assert default_model_dir(None) == tmp_path
     with pytest.raises(BadRequest, match="does not exist"):
         default_model_dir(tmp_path / "missing")
+
+
+def test_a_generated_vision_placeholder_is_embedded_as_text(tmp_path, video):
+    """A model may emit <|video_pad|>; feeding it back must not be taken for a visual-token slot."""
+    model = make_tiny_qwen2_5_vl(tmp_path / "m", processor_overrides=PROCESSOR)
+    eng = Engine(model)
+    pad = eng.llm.video_token_id
+
+    def boost(module, args, logits):  # make <|video_pad|> the argmax of every step
+        logits[..., pad] += 1e4
+        return logits
+
+    eng.llm.model.lm_head.register_forward_hook(boost)
+    r = eng.ask(video, "What moves?", AskOptions(max_new_tokens=3, fps=8.0))
+    assert r["output_token_ids"] == [pad, pad, pad]
