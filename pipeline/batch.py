@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoders.errors import BadRequest, VidsieveError
+from encoders.errors import BadRequest
 from pipeline.options import AskOptions
 
 log = logging.getLogger(__name__)
@@ -388,14 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except VidsieveError as e:
-        print(f"batch: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("batch: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    from pipeline.cli import run_guarded
+
+    return run_guarded(run, args, prog="batch", interrupted_hint="; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -61,18 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_guarded(module.run, args)
+
+
+def run_guarded(run, args, prog: str = "vidsieve", interrupted_hint: str = "") -> int:
+    """Run a command; what users cause becomes one line on stderr (exit 2), anything else one line too."""
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except VidsieveError as e:
-        print(f"vidsieve: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vidsieve: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted{interrupted_hint}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
         if os.environ.get("VIDSIEVE_DEBUG"):
             raise
-        print(f"vidsieve: internal error: {type(e).__name__}: {e} (set VIDSIEVE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"{prog}: internal error: {type(e).__name__}: {e} (set VIDSIEVE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 
