@@ -245,8 +245,13 @@ def lr_at(step: int, recipe: DemoRecipe) -> float:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n: int, stop_at_step: int | None = None) -> dict:
-    """Train (or resume) in `out` until the schedule ends, `minutes` pass or `stop_at_step` is reached."""
+def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n: int, stop_at_step: int | None = None,
+          init_from: Path | None = None) -> dict:
+    """Train (or resume) in `out` until the schedule ends, `minutes` pass or `stop_at_step` is reached.
+
+    init_from: a model directory written by `export` (e.g. models/vidsieve-tiny) whose weights start a
+    new run (fresh optimizer and schedule); ignored when `out` already holds a checkpoint to resume.
+    """
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
@@ -266,6 +271,9 @@ def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n
         step, history = state["step"], state["history"]
         torch.set_rng_state(state["rng"])
         log.warning("resumed from %s at step %d", ckpt, step)
+    elif init_from is not None:
+        load_weights(llm, encoder, Path(init_from))
+        log.warning("starting from the weights in %s", init_from)
     llm.model.train(), encoder.train()
     deadline = time.monotonic() + minutes * 60
     t0 = time.monotonic()
@@ -300,6 +308,19 @@ def _save_ckpt(path: Path, llm, encoder, opt, step, history, recipe) -> None:
     tmp.replace(path)  # atomic: an interrupted save never corrupts the last checkpoint
 
 
+def load_weights(llm, encoder, model_dir: Path) -> None:
+    """Load an exported model's text and encoder weights into a freshly built pair (strict)."""
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from encoders.load import ST3D_WEIGHTS
+
+    # transformers renames keys on save; its own loader maps them back.
+    saved = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
+    llm.model.load_state_dict(saved.state_dict())
+    encoder.load_state_dict(load_file(str(model_dir / ST3D_WEIGHTS)))
+
+
 def export(out: Path, dest: Path, recipe: DemoRecipe) -> Path:
     """Write the trained model as a shippable directory (safetensors, configs, tokenizer, processor)."""
     state = torch.load(out / "ckpt.pt", weights_only=False)
@@ -323,6 +344,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-n", type=int, default=140, help="validation items per evaluation (20 per family)")
+    p.add_argument("--init-from", default=None, metavar="DIR", help="start a new run from an exported model's weights")
     p.add_argument("--export", default=None, metavar="DIR", help="only export the run's checkpoint to DIR (e.g. models/vidsieve-tiny)")
 
 
@@ -333,6 +355,6 @@ def run(args) -> int:
         print(export(out, Path(args.export), recipe))
         return 0
     logging.getLogger(__name__).setLevel(logging.WARNING)
-    res = train(out, recipe, args.minutes, args.eval_every, args.eval_n)
+    res = train(out, recipe, args.minutes, args.eval_every, args.eval_n, init_from=args.init_from)
     print(json.dumps({"step": res["step"], "last": res["history"][-1] if res["history"] else None}))
     return 0

@@ -67,6 +67,11 @@ def test_export_loads_in_the_engine_with_the_st3d_encoder(tmp_path):
     assert (model / "encoder.safetensors").is_file() and (model / "encoder_config.json").is_file()
     assert json.loads((model / "encoder_config.json").read_text())["family"] == "st3d"
     assert json.loads((model / "training.json").read_text())["step"] == 2
+    # A new run can start from the exported weights (how a later, longer run continues this one).
+    train(tmp_path / "run2", recipe, minutes=60, eval_every=2, eval_n=2, stop_at_step=0, init_from=model)
+    _, w2 = weights(tmp_path / "run2")
+    _, w1 = weights(tmp_path / "run")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
     engine = Engine(model)
     assert engine.llm.encoder.config.family == "st3d"
     from pipeline.synth_dataset import write_dataset
