@@ -203,7 +203,9 @@ def _decode_pass(info: VideoInfo, indices: np.ndarray, out_hw, cell_px: int, use
 
     with open_container(info.path) as container:
         stream = video_stream(container, info.path)
-        stream.thread_type = "AUTO"
+        # Frame threading made the exported motion vectors differ run to run (B-frames: 1 run in 8 of
+        # the demo video); codec-aware compression must be deterministic, so MVs decode on one thread.
+        stream.thread_type = "NONE" if use_mv else "AUTO"
         if use_mv:
             stream.codec_context.options = {"flags2": "+export_mvs"}
         if start > 0:
