@@ -26,12 +26,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from encoders.errors import BadRequest, VidsieveError
-from pipeline.options import AskOptions
+from pipeline.options import EVERY_FRAME_FPS, AskOptions
 from pipeline.scoring import is_correct, options_prompt
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.5, 0.25, 0.1)
-# At or above a video's own rate, sampling takes every frame (the synthetic set is 8 fps).
-EVERY_FRAME_FPS = 240.0
 
 
 def add_arguments(p) -> None:

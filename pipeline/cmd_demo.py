@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.options import AskOptions
+from pipeline.options import EVERY_FRAME_FPS, AskOptions
 from pipeline.scoring import is_correct
 
 
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(args.model)
     recipe = DemoRecipe()
     cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
-    full_opts = AskOptions(fps=240.0, max_new_tokens=6)  # at or above the video's rate: every frame
-    small_opts = AskOptions(strategy=args.strategy, keep_ratio=args.keep_ratio, fps=240.0, max_new_tokens=6)
+    full_opts = AskOptions(fps=EVERY_FRAME_FPS, max_new_tokens=6)
+    small_opts = AskOptions(strategy=args.strategy, keep_ratio=args.keep_ratio, fps=EVERY_FRAME_FPS, max_new_tokens=6)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidsieve-demo-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)

@@ -12,6 +12,9 @@ from encoders.errors import BadRequest
 
 POSITION_MODES = ("keep", "compact")
 CODEC_PLACEMENTS = ("after", "before")
+# The highest sampling rate a request may ask for. Sampling at or above a video's own rate takes every
+# frame, so this is also how to ask for every frame of any ordinary video.
+EVERY_FRAME_FPS = 240.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class AskOptions:
         if self.fps is not None and self.num_frames is not None:
             raise BadRequest("set at most one of fps and num_frames, got both")
         if self.fps is not None:
-            _check(_finite(self.fps) and 0 < self.fps <= 240, "fps", "a number in (0, 240]", self.fps)
+            _check(_finite(self.fps) and 0 < self.fps <= EVERY_FRAME_FPS, "fps", f"a number in (0, {EVERY_FRAME_FPS:g}]", self.fps)
         if self.num_frames is not None:
             _check(_is_int(self.num_frames) and self.num_frames >= 1, "num_frames", "an integer >= 1", self.num_frames)
         _check(_is_int(self.max_frames) and 1 <= self.max_frames <= 4096, "max_frames", "an integer in [1, 4096]", self.max_frames)
