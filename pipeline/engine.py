@@ -117,6 +117,7 @@ class Engine:
     def encode(self, decoded: Decoded, opts: AskOptions) -> Encoded:
         """Processor + encoder. With codec pre-selection, only the cells the codec chose are encoded."""
         s = decoded.sampled
+        names = _strategy_names(opts)
         timings = {"decode": decoded.decode_ms}
         vin = self.llm.preprocess(s.frames, s.time_s, s.sampled_fps)
         mask = None
@@ -126,7 +127,7 @@ class Engine:
 
             t = time.perf_counter()
             grid = (vin.grid_thw[0], vin.grid_thw[1] // self.llm.merge_size, vin.grid_thw[2] // self.llm.merge_size)
-            mask = select_cells(s.signals, grid, _budget(opts, first_stage_of=len(_strategy_names(opts))))
+            mask = select_cells(s.signals, grid, _budget(opts, first_stage_of=len(names)))
             timings["select"] = _ms(t)
             budget_label = opts.budget_label
         t = time.perf_counter()
@@ -142,7 +143,7 @@ class Engine:
             signal_source=None if s.signals is None else s.signals.source,
             timings_ms=timings,
             budget_label=budget_label,
-            compressed=mask is not None and _strategy_names(opts) == ["codec"],
+            compressed=mask is not None and names == ["codec"],
         )
 
     def compress(self, encoded: Encoded, opts: AskOptions, signals=None, question: str | None = None) -> Encoded:
