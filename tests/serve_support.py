@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tempfile
 import threading
 import time
@@ -146,7 +147,8 @@ class StandInEngine:
 def served_files(app) -> list[Path]:
     """Every file under the app's request temp dirs (should be none between requests)."""
     root = app.state.uploads_root
-    return [p for p in root.rglob("*")] if root.exists() else []
+    # os.walk skips a directory that a request's cleanup removes mid-walk (rglob raised on it).
+    return [Path(d) / n for d, dirs, files in os.walk(root) for n in dirs + files]
 
 
 
