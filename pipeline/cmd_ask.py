@@ -17,7 +17,7 @@ import sys
 import time
 from functools import lru_cache
 
-from pipeline.options import AskOptions
+from pipeline.options import POSITION_MODES, AskOptions
 
 
 def add_arguments(p) -> None:
@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when temperature > 0")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (reproducible answers)")
-    p.add_argument("--position-mode", default="keep", choices=["keep", "compact"], help="M-RoPE positions of kept tokens")
+    p.add_argument("--position-mode", default="keep", choices=list(POSITION_MODES),
+                   help="M-RoPE positions of kept tokens: original (keep), renumbered (compact), or merged tokens at their members' mean (centroid)")
     p.add_argument("--codec-placement", default="after", choices=["after", "before"],
                    help="for strategies starting with codec: drop tokens after the encoder, or skip encoding those cells")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -23,7 +23,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -261,7 +261,7 @@ class QwenVL:
 
     @torch.inference_mode()
     def _forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
-        """[1, L, D] embeds, [3, L] positions -> [V] float32 logits of the last position (cache updated)."""
+        """[1, L, D] embeds, [3, L] int64 or float32 positions -> [V] float32 logits of the last position (cache updated)."""
         out = self.model.model.language_model(
             inputs_embeds=embeds,
             position_ids=position_ids.to(self.device).unsqueeze(1),
@@ -276,7 +276,11 @@ class QwenVL:
     def prefill_video(
         self, tokens: VisualTokens, second_per_grid: float, mode: str = "keep", text_after: str = "spatial"
     ) -> VideoPrefix:
-        """Prefill the prompt up to and including the video's tokens (in the order given)."""
+        """Prefill the prompt up to and including the video's tokens (in the order given).
+
+        mode: a `pipeline.positions.POSITION_MODES` name; "centroid" places merged rows at the mean
+        of their members' positions (float32 position ids), the others use int64 ids.
+        """
         from transformers import DynamicCache
 
         if tokens.num_videos != 1:
@@ -287,7 +291,10 @@ class QwenVL:
         before, _ = self.render("")
         ids_before = self._tokenize(before)
         grid = tuple(int(g) for g in tokens.grids[0])
-        span = VideoSpan(pos=tokens.pos.cpu(), grid=grid, second_per_grid=float(second_per_grid))
+        members = tokens.members
+        if members is not None:
+            members = replace(members, pos=members.pos.cpu(), offsets=members.offsets.cpu())
+        span = VideoSpan(pos=tokens.pos.cpu(), grid=grid, second_per_grid=float(second_per_grid), members=members)
         ids = ids_before + [self.video_token_id] * len(tokens)
         positions = prompt_position_ids([len(ids_before), span], self.tokens_per_second, mode, text_after)
         cache = DynamicCache(config=self.model.config.text_config)

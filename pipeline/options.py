@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 from encoders.errors import BadRequest
 
-POSITION_MODES = ("keep", "compact")
+POSITION_MODES = ("keep", "compact", "centroid")
 CODEC_PLACEMENTS = ("after", "before")
 # The highest sampling rate a request may ask for. Sampling at or above a video's own rate takes every
 # frame, so this is also how to ask for every frame of any ordinary video.
@@ -28,7 +28,8 @@ class AskOptions:
     max_frames: cap on sampled frames.
     max_new_tokens: cap on generated tokens.
     temperature / top_p / seed: sampling; temperature 0 = greedy.
-    position_mode: "keep" (original positions, default) or "compact" (renumbered baseline).
+    position_mode: "keep" (original positions, default), "compact" (renumbered baseline) or "centroid"
+        (a merged token at the mean of the positions it absorbed).
     codec_placement: for strategies starting with `codec`: "after" the encoder (drop tokens; the
         encoder sees everything, default) or "before" it (only the chosen cells are encoded).
     """

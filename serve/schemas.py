@@ -56,7 +56,7 @@ class AskOptionsBody(BaseModel):
     temperature: float | None = Field(None, description="0 = greedy")
     top_p: float | None = Field(None, description="nucleus sampling mass")
     seed: int | None = Field(None, description="sampling seed")
-    position_mode: str | None = Field(None, description="'keep' (original positions) or 'compact'", max_length=32)
+    position_mode: str | None = Field(None, description="'keep' (original positions), 'compact' (renumbered) or 'centroid' (merged tokens at their members' mean position)", max_length=32)
 
 
 # ---------------------------------------------------------------- the answer

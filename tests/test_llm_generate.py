@@ -5,6 +5,8 @@
 2. Pruned: our ids == a greedy loop written here over transformers' model fed only the kept video
    tokens at the positions `get_rope_index` assigns on the full sequence.
 3. `compact` positions give different logits and tokens than `keep`.
+4. Merged (`tome`) in `centroid` mode: our ids == a greedy loop over transformers' model fed the
+   merged rows at float32 positions, each the mean of its members' `get_rope_index` positions.
 Plus prefix reuse, seeded sampling, streaming and input errors.
 """
 
@@ -16,6 +18,7 @@ import torch
 from encoders.errors import VidsieveError
 from pipeline.decode import sample_frames
 from pipeline.llm import ModelLoadError, QwenVL
+from pipeline.positions import prompt_position_ids
 from pipeline.sampling import GenerationConfig, top_p_filter
 from pipeline.videogen import moving_square_video
 from tests.fixtures.tiny_qwen import make_tiny_qwen2_5_vl
@@ -174,6 +177,82 @@ def test_compact_mode_differs_from_keep(setup):
     assert llm.ask(keep_p, QUESTION, gen).token_ids != llm.ask(compact_p, QUESTION, gen).token_ids
 
 
+def reference_merged_greedy(llm: QwenVL, inp, merged, steps: int) -> tuple[list[int], torch.Tensor]:
+    """Written apart from pipeline/positions.py: the merged rows' embeds in the video slots, each at
+    the exact mean (rounded once to float32) of the positions `get_rope_index` gives its members on
+    the full sequence; text at its full-sequence positions; greedy over transformers' full model.
+    Returns (generated ids, [3, 1, L] float32 prompt positions)."""
+    from fractions import Fraction
+
+    from transformers import DynamicCache
+
+    model = llm.model
+    ids = inp["input_ids"]
+    _, h, w = (int(g) for g in merged.grids[0])
+    with torch.inference_mode():
+        pos, delta = model.model.get_rope_index(
+            ids,
+            mm_token_type_ids=inp["mm_token_type_ids"],
+            video_grid_thw=inp["video_grid_thw"],
+            second_per_grid_ts=inp["second_per_grid_ts"],
+        )
+        full = pos[:, 0]
+        video_cols = (ids[0] == model.config.video_token_id).nonzero().flatten()
+        first, last = int(video_cols[0]), int(video_cols[-1])
+        centroids = []
+        for row in merged.member_groups():
+            cols = [int(video_cols[(t * h + y) * w + x]) for t, y, x in row.tolist()]
+            centroids.append([float(Fraction(sum(int(full[r, c]) for c in cols), len(cols))) for r in range(3)])
+        video_pos = torch.tensor(centroids, dtype=torch.float64).T.to(torch.float32)
+        positions = torch.cat([full[:, :first].float(), video_pos, full[:, last + 1 :].float()], 1)[:, None]
+        table = model.get_input_embeddings()
+        emb = torch.cat([table(ids[0, :first]), merged.embeds, table(ids[0, last + 1 :])], 0)
+        cache = DynamicCache(config=model.config.text_config)
+        out = model(inputs_embeds=emb[None], position_ids=positions, past_key_values=cache, use_cache=True)
+        generated = []
+        for k in range(steps):
+            tok = int(out.logits[0, -1].argmax())
+            generated.append(tok)
+            if tok == model.generation_config.eos_token_id:
+                break
+            p = torch.full((3, 1, 1), ids.shape[1] + k + int(delta[0]))
+            out = model(input_ids=torch.tensor([[tok]]), position_ids=p, past_key_values=cache, use_cache=True)
+    return generated, positions
+
+
+def test_centroid_mode_equals_transformers_at_member_mean_positions(setup):
+    from tokencomp import Budget, compress
+
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    merged = compress(tokens, "tome", Budget(keep_ratio=0.25))
+    sizes = merged.members.offsets.diff()
+    assert len(merged) < len(tokens) and int(sizes.max()) > 1, f"tome merged nothing: member counts {sizes.tolist()}"
+    inp = hf_inputs(llm, setup["sampled"])
+    ref, ref_pos = reference_merged_greedy(llm, inp, merged, NEW_TOKENS)
+    gen = GenerationConfig(max_new_tokens=NEW_TOKENS)
+    centroid = llm.prefill_video(merged, vin.second_per_grid, mode="centroid")
+    ours = llm.ask(centroid, QUESTION, gen).token_ids
+    assert ours == ref, f"vidsieve {ours} vs reference {ref}"
+    # The reference positions are fractional where rows merged, and differ from keep's (the
+    # representative's) positions there; the logits differ too.
+    keep = llm.prefill_video(merged, vin.second_per_grid, mode="keep")
+    n0 = keep.text_before
+    keep_video = prompt_position_ids([n0, keep.span], llm.tokens_per_second, "keep").position_ids[:, n0:]
+    ref_video = ref_pos[:, 0, n0 : n0 + len(merged)]
+    assert bool((ref_video != ref_video.round()).any()), f"no fractional centroid: {ref_video}"
+    assert not torch.equal(ref_video, keep_video.float())
+    diff = (llm.question_logits(keep, QUESTION) - llm.question_logits(centroid, QUESTION)).abs().max()
+    assert diff > 1e-3, f"keep and centroid logits nearly equal: max diff {diff:.2e}"
+
+
+def test_centroid_mode_without_merges_is_keep_bit_for_bit(setup):
+    llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
+    for kept in (tokens, tokens.select(torch.arange(0, len(tokens), 2))):
+        a = llm.question_logits(llm.prefill_video(kept, vin.second_per_grid, mode="keep"), QUESTION)
+        b = llm.question_logits(llm.prefill_video(kept, vin.second_per_grid, mode="centroid"), QUESTION)
+        assert torch.equal(a, b), f"max diff {(a - b).abs().max():.2e}"
+
+
 def test_prefix_reuse_equals_separate_runs(setup):
     llm, tokens, vin = setup["llm"], setup["tokens"], setup["vin"]
     questions = [QUESTION, "How many squares are there?", "What color is the square?"]
@@ -257,3 +336,5 @@ def test_bad_inputs(setup, tmp_path):
         QwenVL.load(tmp_path / "nope")
     with pytest.raises(VidsieveError, match="max_new_tokens"):
         GenerationConfig(max_new_tokens=0)
+    with pytest.raises(ValueError, match="centroid"):
+        llm.prefill_video(tokens, vin.second_per_grid, mode="middle")
