@@ -45,6 +45,25 @@ class PatchEmbed(nn.Module):
         return F.linear(x.to(w.dtype), w.view(w.shape[0], -1))
 
 
+class AbsPosEmbed(nn.Module):
+    """Absolute coordinates into the features: sin/cos of each chosen axis's patch coordinate at
+    `pairs` geometric frequencies (10000^(-k/pairs), as a transformer's sinusoids), then a learned
+    linear map to the hidden size. Computed from the patch's own (t, h, w), never from its index in
+    the packed sequence (ARCHITECTURE.md rule 1), so a subset of cells gets the same values as in
+    the full grid, at any resolution or length (no table to outgrow)."""
+
+    def __init__(self, axes: tuple[int, ...], pairs: int, dim: int):
+        super().__init__()
+        self.register_buffer("axes", torch.tensor(axes, dtype=torch.int64), persistent=False)
+        self.register_buffer("freq", 10000.0 ** (-torch.arange(pairs, dtype=torch.float32) / pairs), persistent=False)
+        self.proj = nn.Linear(2 * pairs * len(axes), dim, bias=False)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords [P, 3] int64 (t, h, w) -> [P, D] in the weight's dtype (angles in float32)."""
+        angles = (coords[:, self.axes].to(torch.float32)[:, :, None] * self.freq.float()).flatten(1)
+        return self.proj(torch.cat([angles.sin(), angles.cos()], 1).to(self.proj.weight.dtype))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with the statistics in float32 (T5 / Qwen semantics)."""
 

@@ -32,6 +32,11 @@ class EncoderConfig:
     fullatt_block_indexes: layers with full attention; the others attend within windows.
     full_attention_span: "tubelet" (Qwen2.5-VL: full layers see one tubelet) or "video" (st3d:
         joint space-time attention over all of a video's tokens).
+    abs_pos_axes / abs_pos_pairs: axes whose absolute patch coordinate is also added to the patch
+        embedding, as `abs_pos_pairs` sin/cos pairs per axis through a learned projection (empty:
+        RoPE only, as Qwen2.5-VL). RoPE alone makes a token's content position-blind: attention
+        values carry no coordinates, so "where" and "which way" must be inferred from image edges;
+        the demo model needs them in its features (see pipeline/train_demo.py).
     rope_axes / rope_split: which coordinate axes rotate and the fraction of the head's D/2
         rotation pairs each owns, in channel order (Qwen2.5-VL: ("h", "w"), (1/2, 1/2)).
     """
@@ -53,6 +58,8 @@ class EncoderConfig:
     rope_axes: tuple[str, ...] = ("h", "w")
     rope_split: tuple[float, ...] = (0.5, 0.5)
     rope_theta: float = 10000.0
+    abs_pos_axes: tuple[str, ...] = ()
+    abs_pos_pairs: int = 8
     norm_eps: float = 1e-6
     # ---- derived in __post_init__ ----
     head_dim: int = field(init=False)
@@ -95,6 +102,12 @@ class EncoderConfig:
         rope_pairs = _split_pairs(self.rope_axes, self.rope_split, head_dim // 2, bad)
         if self.rope_theta <= 0:
             bad(f"rope_theta must be > 0, got {self.rope_theta}")
+        abs_axes = tuple(self.abs_pos_axes)
+        if len(set(abs_axes)) != len(abs_axes) or any(a not in AXES for a in abs_axes):
+            bad(f"abs_pos_axes {abs_axes} must be distinct names from {AXES}")
+        if not isinstance(self.abs_pos_pairs, int) or self.abs_pos_pairs < 1:
+            bad(f"abs_pos_pairs must be a positive int, got {self.abs_pos_pairs!r}")
+        object.__setattr__(self, "abs_pos_axes", abs_axes)
         object.__setattr__(self, "fullatt_block_indexes", full)
         object.__setattr__(self, "rope_axes", tuple(self.rope_axes))
         object.__setattr__(self, "rope_split", tuple(float(x) for x in self.rope_split))
@@ -117,12 +130,13 @@ class EncoderConfig:
         d["fullatt_block_indexes"] = list(d["fullatt_block_indexes"])
         d["rope_axes"] = list(d["rope_axes"])
         d["rope_split"] = list(d["rope_split"])
+        d["abs_pos_axes"] = list(d["abs_pos_axes"])
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "EncoderConfig":
         d = dict(d)
-        for name in ("fullatt_block_indexes", "rope_axes", "rope_split"):
+        for name in ("fullatt_block_indexes", "rope_axes", "rope_split", "abs_pos_axes"):
             if name in d:
                 d[name] = tuple(d[name])
         return EncoderConfig(**d)
@@ -147,7 +161,7 @@ def _split_pairs(axes, split, n_pairs: int, bad) -> tuple[int, ...]:
 _QWEN_COMMON = dict(family="qwen2_5_vl", window_size=112, full_attention_span="tubelet", rope_axes=("h", "w"),
                     rope_split=(0.5, 0.5), hidden_act="silu")
 _ST3D_COMMON = dict(family="st3d", window_size=None, full_attention_span="video", rope_axes=("t", "h", "w"),
-                    rope_split=(0.25, 0.375, 0.375), hidden_act="silu")
+                    rope_split=(0.25, 0.375, 0.375), hidden_act="silu", abs_pos_axes=("h", "w"))
 
 PRESETS: dict[str, dict] = {
     # The vision tower shared by Qwen2.5-VL 3B/7B/32B/72B (out_hidden_size is the LLM width: 7B here).

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from encoders.blocks import Block, PatchEmbed, PatchMerger
-from encoders.config import EncoderConfig
+from encoders.blocks import AbsPosEmbed, Block, PatchEmbed, PatchMerger
+from encoders.config import AXES, EncoderConfig
 from encoders.errors import BadRequest
 from encoders.layout import PackLayout, build_layout
 from encoders.rope import rope_tables
@@ -33,6 +33,8 @@ class VisionEncoder(nn.Module):
         self.attn_backend = attn_backend
         c = config
         self.patch_embed = PatchEmbed(c.in_channels, c.temporal_patch_size, c.patch_size, c.hidden_size)
+        self.abs_pos = (AbsPosEmbed(tuple(AXES.index(a) for a in c.abs_pos_axes), c.abs_pos_pairs, c.hidden_size)
+                        if c.abs_pos_axes else None)
         self.blocks = nn.ModuleList(
             Block(c.hidden_size, c.num_heads, c.intermediate_size, c.hidden_act, c.norm_eps) for _ in range(c.depth)
         )
@@ -46,6 +48,8 @@ class VisionEncoder(nn.Module):
         # Module.half()/.to(bf16) would also cast the frequency buffer; keep it float32 (rule 2).
         out = super()._apply(fn, recurse)
         self.inv_freq = self.inv_freq.float()
+        if self.abs_pos is not None:
+            self.abs_pos.freq = self.abs_pos.freq.float()
         return out
 
     # ---- tensors in, tensors out ------------------------------------------------------------
@@ -57,6 +61,8 @@ class VisionEncoder(nn.Module):
             return torch.zeros(0, self.config.out_hidden_size, device=device, dtype=self.patch_embed.proj.weight.dtype)
         coords = layout.patch_coords.to(device)
         x = self.patch_embed(patches.to(device))
+        if self.abs_pos is not None:
+            x = x + self.abs_pos(coords)
         for is_full, block in zip(self.config.layer_is_full, self.blocks):
             seqlens = layout.full_seqlens if is_full else layout.window_seqlens
             x = block(x, coords, self.inv_freq, self.pair_axis, seqlens, self.attn_backend)

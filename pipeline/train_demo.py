@@ -67,7 +67,8 @@ class DemoRecipe:
     encoder_depth: int = 3
     encoder_heads: int = 4
     encoder_mlp: int = 256
-    text_layers: int = 2
+    encoder_abs_pos: tuple[str, ...] = ("h", "w")
+    text_layers: int = 4
     text_heads: int = 4
     text_kv_heads: int = 2
     text_mlp: int = 384
@@ -76,7 +77,7 @@ class DemoRecipe:
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 100
-    total_steps: int = 3500
+    total_steps: int = 8000
     weight_decay: float = 0.01
     seed: int = 0
     frames: int = 8
@@ -152,7 +153,7 @@ def build_model(recipe: DemoRecipe, out_dir: Path):
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     encoder = VisionEncoder(get_preset(
         "st3d", depth=recipe.encoder_depth, hidden_size=recipe.width, num_heads=recipe.encoder_heads,
-        intermediate_size=recipe.encoder_mlp, out_hidden_size=recipe.width))
+        intermediate_size=recipe.encoder_mlp, out_hidden_size=recipe.width, abs_pos_axes=tuple(recipe.encoder_abs_pos)))
     pix = recipe.size * recipe.size
     common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=pix)
     processor = Qwen2_5_VLProcessor(

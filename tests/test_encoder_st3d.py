@@ -256,3 +256,26 @@ def test_layout_of_a_long_video():
     assert layout.full_seqlens == [48] * 2400 + [16] * 3
     assert layout.window_seqlens == [16, 16, 16] * 2400 + [16] * 3
     assert torch.equal(layout.perm[layout.restore], torch.arange(layout.perm.numel()))
+
+
+@torch.no_grad()
+def test_absolute_positions_reach_the_features():
+    # Identical patches everywhere: with RoPE only every token comes out the same (attention values
+    # carry no coordinates); with abs_pos_axes ("h", "w") (the st3d default) tokens differ by
+    # column and row, and only by them (same (h, w) in another tubelet: same token).
+    grid = [[2, 4, 6]]
+    n = 2 * 4 * 6
+    px = _pixels([[1, 1, 1]]).repeat(n, 1)
+    blind = _encode(_model(abs_pos_axes=()), grid, px=px).embeds
+    assert torch.allclose(blind, blind[:1].expand_as(blind), atol=1e-5)
+    out = _encode(_model(), grid, px=px)
+    assert get_preset("st3d-tiny").abs_pos_axes == ("h", "w")
+    by_cell = {}
+    for row, (t, h, w) in zip(out.embeds, out.pos.tolist()):
+        by_cell.setdefault((h, w), []).append(row)
+    for rows in by_cell.values():
+        assert torch.allclose(rows[0], rows[1], atol=1e-3)
+    firsts = torch.stack([rows[0] for rows in by_cell.values()])
+    assert torch.cdist(firsts, firsts).add(torch.eye(len(firsts)) * 1e9).min() > 1e-3
+    with pytest.raises(BadRequest, match="abs_pos_axes"):
+        get_preset("st3d-tiny", abs_pos_axes=("h", "x"))
