@@ -55,3 +55,20 @@ class CodecSignals:
     @property
     def num_frames(self) -> int:
         return int(self.motion.shape[0])
+
+    @staticmethod
+    def join(parts: list["CodecSignals"]) -> "CodecSignals":
+        """Signals of consecutive runs of one video's sampled frames, as one (rows in order)."""
+        if not parts:
+            raise ValueError("CodecSignals.join needs at least one part")
+        kinds = {(p.cell_px, p.source, p.codec, p.motion.shape[1:]) for p in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"CodecSignals.join: parts differ in cell size, source, codec or grid: {sorted(map(str, kinds))}")
+        return CodecSignals(
+            picture_types=tuple(t for p in parts for t in p.picture_types),
+            motion=np.concatenate([p.motion for p in parts], 0),
+            keyframe=np.concatenate([p.keyframe for p in parts], 0),
+            cell_px=parts[0].cell_px,
+            source=parts[0].source,
+            codec=parts[0].codec,
+        )

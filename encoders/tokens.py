@@ -133,6 +133,33 @@ class VisualTokens:
             members=members,
         )
 
+    @staticmethod
+    def join_time(chunks: list["VisualTokens"]) -> "VisualTokens":
+        """One video from consecutive time chunks of it, each encoded as its own video.
+
+        Chunk k's tubelets follow chunk k-1's: its t is shifted by the tubelets before it, so every
+        token lands at the (t, h, w) it has on the whole video's grid (rule 1). Chunks must be
+        single, uncompressed videos with the same (H, W).
+        """
+        if not chunks:
+            raise ValueError("VisualTokens.join_time needs at least one chunk")
+        if any(c.num_videos != 1 or c.members is not None for c in chunks):
+            raise ValueError("VisualTokens.join_time takes single-video, unmerged chunks")
+        hw = {tuple(int(x) for x in c.grids[0, 1:]) for c in chunks}
+        if len(hw) != 1:
+            raise ValueError(f"VisualTokens.join_time: chunks have different (H, W) grids {sorted(hw)}")
+        shifts = torch.tensor([0] + [int(c.grids[0, 0]) for c in chunks[:-1]]).cumsum(0)
+        pos = torch.cat([c.pos + torch.tensor([int(dt), 0, 0]) for c, dt in zip(chunks, shifts)], 0)
+        total_t = int(shifts[-1]) + int(chunks[-1].grids[0, 0])
+        return VisualTokens(
+            embeds=torch.cat([c.embeds for c in chunks], 0),
+            pos=pos,
+            time_s=torch.cat([c.time_s for c in chunks], 0),
+            weight=torch.cat([c.weight for c in chunks], 0),
+            video_id=torch.zeros(pos.shape[0], dtype=torch.int64),
+            grids=torch.tensor([[total_t, *hw.pop()]], dtype=torch.int64),
+        )
+
     # ---- views --------------------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -40,6 +40,8 @@ def add_arguments(p) -> None:
                    help="M-RoPE positions of kept tokens: original (keep), renumbered (compact), or merged tokens at their members' mean (centroid)")
     p.add_argument("--codec-placement", default="after", choices=["after", "before"],
                    help="for strategies starting with codec: drop tokens after the encoder, or skip encoding those cells")
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                   help="long videos: decode the next N frames while encoding the current N (memory bounded by N)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer + accounting) as the last line")
 
@@ -76,6 +78,7 @@ def run(args) -> int:
         seed=args.seed,
         position_mode=args.position_mode,
         codec_placement=args.codec_placement,
+        chunk_frames=args.chunk_frames,
     )
     t = time.perf_counter()
     engine = load_engine(args.model, args.device)

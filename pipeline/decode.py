@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -293,7 +293,25 @@ def sample_frames(
     )
 
 
-def _sample(path, *, fps, num_frames, max_frames, max_pixels, backend, signals_cell_px, cancel) -> SampledFrames:
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What a request will decode, known from the container index alone (no frame decoded yet).
+
+    indices: the selected frames after the max_frames cap; requested: how many were selected
+    before it; out_hw: output frame size; sampled_fps: as `SampledFrames.sampled_fps` when every
+    planned frame decodes.
+    """
+
+    info: VideoInfo
+    indices: np.ndarray
+    requested: int
+    out_hw: tuple[int, int]
+    sampled_fps: float
+    fps: float | None
+    notes: tuple[str, ...]
+
+
+def plan_sampling(path, *, fps, num_frames, max_frames, max_pixels) -> SamplingPlan:
     info = probe_video(path)
     selected = select_frames(info.time_s, fps=fps, num_frames=num_frames, video_fps=info.video_fps)
     indices = cap_frames(selected, max_frames)
@@ -303,29 +321,26 @@ def _sample(path, *, fps, num_frames, max_frames, max_pixels, backend, signals_c
     if len(indices) < len(selected):
         notes.append(f"max_frames={max_frames}: {len(selected)} selected frames thinned evenly to {len(indices)}")
     out_hw = output_size(info.height, info.width, max_pixels)
-    frames = signals = None
-    if signals_cell_px is not None and backend != "decord":
-        # Signals need a sequential decode of the whole span anyway: take the frames from that
-        # same pass (identical to either backend's, see test_decode) instead of decoding twice.
-        from pipeline.codec_signals import decode_with_signals  # lazy: codec_signals imports decode lazily
+    return SamplingPlan(info=info, indices=indices, requested=len(selected), out_hw=out_hw,
+                        sampled_fps=_sampled_fps(fps, len(indices), len(selected), info), fps=fps, notes=tuple(notes))
 
-        kept, decoded, signals = decode_with_signals(info, indices, out_hw, signals_cell_px, keep_frames=True, cancel=cancel)
-        if cancel.is_set():
-            raise _Cancelled
-        if decoded.all():
-            frames, used = kept, "pyav"
-        else:
-            signals = None  # corrupt data on the way: the backends' error handling below decides
-    if frames is None:
-        frames, indices, used = _decode_with_fallback(info, indices, out_hw, backend, cancel, notes)
-    if fps is not None and len(indices) == len(selected):
-        sampled_fps = min(float(fps), info.video_fps)
-    else:
-        sampled_fps = len(indices) / info.duration_s
-    if signals_cell_px is not None and signals is None:
-        from pipeline.codec_signals import read_codec_signals
 
-        signals = read_codec_signals(info, indices, out_hw, signals_cell_px, frames=frames, cancel=cancel)
+def _sampled_fps(fps: float | None, decoded: int, selected: int, info: VideoInfo) -> float:
+    """The requested fps (capped at the video's rate) when every selected frame was decoded, else F / duration."""
+    if fps is not None and decoded == selected:
+        return float(min(float(fps), info.video_fps))
+    return float(decoded / info.duration_s)
+
+
+def _sample(path, *, fps, num_frames, max_frames, max_pixels, backend, signals_cell_px, cancel) -> SampledFrames:
+    plan = plan_sampling(path, fps=fps, num_frames=num_frames, max_frames=max_frames, max_pixels=max_pixels)
+    notes = list(plan.notes)
+    frames, indices, used, signals = _decode_span(plan, plan.indices, backend, signals_cell_px, cancel, notes)
+    return _sampled(plan, frames, indices, used, signals, notes, _sampled_fps(fps, len(indices), plan.requested, plan.info))
+
+
+def _sampled(plan: SamplingPlan, frames, indices, used, signals, notes, sampled_fps: float) -> SampledFrames:
+    info = plan.info
     return SampledFrames(
         frames=frames,
         time_s=info.time_s[indices],
@@ -337,10 +352,93 @@ def _sample(path, *, fps, num_frames, max_frames, max_pixels, backend, signals_c
         source_height=info.height,
         codec=info.codec,
         backend=used,
-        requested_frames=len(selected),
+        requested_frames=plan.requested,
         notes=tuple(notes),
         signals=signals,
     )
+
+
+def _decode_span(plan: SamplingPlan, indices: np.ndarray, backend, signals_cell_px, cancel, notes, lead: int | None = None):
+    """Decode `indices` (a run of the plan's frames) -> (frames, indices decoded, backend, signals).
+
+    lead: the plan's frame just before this run (chunked decoding): the signals pass starts there so
+    the first frame's motion window (lead, first] is the same as in one whole-video pass.
+    """
+    info, out_hw = plan.info, plan.out_hw
+    frames = signals = None
+    used = "pyav"
+    if signals_cell_px is not None and backend != "decord":
+        # Signals need a sequential decode of the whole span anyway: take the frames from that
+        # same pass (identical to either backend's, see test_decode) instead of decoding twice.
+        from pipeline.codec_signals import decode_with_signals  # lazy: codec_signals imports decode lazily
+
+        span = indices if lead is None else np.concatenate([[lead], indices])
+        kept, decoded, signals = decode_with_signals(info, span, out_hw, signals_cell_px, keep_frames=True, cancel=cancel)
+        if cancel.is_set():
+            raise _Cancelled
+        if lead is not None:
+            kept, decoded, signals = kept[1:], decoded[1:], _drop_first(signals)
+        if decoded.all():
+            frames = kept
+        else:
+            signals = None  # corrupt data on the way: the backends' error handling below decides
+    if frames is None:
+        frames, indices, used = _decode_with_fallback(info, indices, out_hw, backend, cancel, notes)
+    if signals_cell_px is not None and signals is None:
+        from pipeline.codec_signals import read_codec_signals
+
+        span = indices if lead is None else np.concatenate([[lead], indices])
+        signals = read_codec_signals(info, span, out_hw, signals_cell_px, cancel=cancel,
+                                     frames=frames if lead is None else None)
+        if lead is not None:
+            signals = _drop_first(signals)
+    return frames, indices, used, signals
+
+
+def _drop_first(signals: CodecSignals) -> CodecSignals:
+    return replace(signals, picture_types=signals.picture_types[1:], motion=signals.motion[1:], keyframe=signals.keyframe[1:])
+
+
+def sample_frame_chunks(
+    path: str | Path,
+    chunk_frames: int,
+    *,
+    fps: float | None = None,
+    num_frames: int | None = None,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    backend: str = "auto",
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    signals_cell_px: int | None = None,
+) -> Iterator[SampledFrames]:
+    """`sample_frames` in runs of `chunk_frames` frames, decoded one run at a time (a generator).
+
+    The frames are those `sample_frames` returns with the same arguments, cut into consecutive
+    runs; each chunk is a `SampledFrames` with absolute timestamps and indices, the whole request's
+    `sampled_fps` and `requested_frames`, and codec signals equal to the whole pass's rows for its
+    frames. Only the chunk being decoded is held here, so a consumer that drops each chunk keeps
+    memory bounded by the chunk size, whatever the video's length. `timeout_s` applies per chunk.
+    The plan's notes come with the first chunk; a chunk with undecodable frames notes it and is
+    shorter (later chunks keep their frames).
+    """
+    _check_request(fps, num_frames, max_frames, max_pixels, backend, timeout_s, signals_cell_px)
+    if not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
+        raise BadRequest(f"chunk_frames must be a positive integer, got {chunk_frames!r}.")
+    if fps is None and num_frames is None:
+        fps = DEFAULT_FPS
+    cancel = threading.Event()
+    plan = _run_with_timeout(lambda: plan_sampling(path, fps=fps, num_frames=num_frames, max_frames=max_frames,
+                                                   max_pixels=max_pixels), timeout_s, path, cancel)
+    for lo in range(0, len(plan.indices), chunk_frames):
+        run = plan.indices[lo : lo + chunk_frames]
+        lead = int(plan.indices[lo - 1]) if lo else None
+        notes = list(plan.notes) if lo == 0 else []
+
+        def work(run=run, lead=lead, notes=notes):
+            return _decode_span(plan, run, backend, signals_cell_px, cancel, notes, lead=lead)
+
+        frames, indices, used, signals = _run_with_timeout(work, timeout_s, path, cancel)
+        yield _sampled(plan, frames, indices, used, signals, notes, plan.sampled_fps)
 
 
 def _decode_with_fallback(info, indices, out_hw, backend, cancel, notes):

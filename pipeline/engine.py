@@ -8,11 +8,14 @@ Stages are plain methods on picklable values, so Ray actors can host them one by
 
     decode(video, opts) -> Decoded          frames, true timestamps, codec signals
     encode(decoded, opts) -> Encoded        the checkpoint's processor + vidsieve's encoder
-                                            (codec pre-selection: only the chosen cells are encoded)
+                                            (codec pre-selection: only the chosen cells are encoded;
+                                            with opts.chunk_frames, one run of frames at a time)
     compress(encoded, opts, question) -> Encoded
     answer(encoded, question, opts) -> dict / answer_stream(...) -> Iterator[dict]
 
-The answer dict is `pipeline.result.build_result`'s. Query-aware strategies (`query`) depend on the
+In-process, `decode_encode` fuses the first two: with `opts.chunk_frames` the next run of frames
+decodes in a background thread while the current run is encoded (`pipeline.prefetch`), so a long
+video never holds more than about three runs of frames. The answer dict is `pipeline.result.build_result`'s. Query-aware strategies (`query`) depend on the
 question, so `ask_many` compresses and prefills per question for them; every other strategy shares
 one decode, encode, compression and prefix KV cache across the questions.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from encoders.errors import BadRequest
 from encoders.tokens import VisualTokens
-from pipeline.decode import SampledFrames, sample_frames
+from pipeline.decode import SampledFrames, sample_frame_chunks, sample_frames
 from pipeline.options import AskOptions
 from pipeline.result import build_result
 
@@ -68,8 +71,11 @@ class Encoded:
 
     tokens: VisualTokens of this one video (compressed once `compress` ran).
     second_per_grid: seconds one tubelet spans (M-RoPE's temporal scale).
-    timings_ms: per stage so far ("decode", "select", "encode", "compress").
+    timings_ms: per stage so far ("decode", "select", "encode", "compress"); with overlapped
+        chunks, "decode" is the time spent waiting for frames (decoding hidden behind encoding is
+        not counted twice; `chunks["decode_ms"]` has all of it).
     budget_label: the budget applied so far ("all" before compression).
+    chunks: None (whole video at once) or {"count", "chunk_frames", "overlapped", "decode_ms"}.
     """
 
     video: str
@@ -82,6 +88,7 @@ class Encoded:
     timings_ms: dict = field(default_factory=dict)
     budget_label: str = "all"
     compressed: bool = False
+    chunks: dict | None = None
 
 
 class Engine:
@@ -115,28 +122,35 @@ class Engine:
         return Decoded(video=str(video), sampled=sampled, decode_ms=_ms(t))
 
     def encode(self, decoded: Decoded, opts: AskOptions) -> Encoded:
-        """Processor + encoder. With codec pre-selection, only the cells the codec chose are encoded."""
+        """Processor + encoder. With codec pre-selection, only the cells the codec chose are encoded;
+        with `opts.chunk_frames`, the frames go through in runs of that many (bounded activations)."""
         s = decoded.sampled
         names = _strategy_names(opts)
         timings = {"decode": decoded.decode_ms}
-        vin = self.llm.preprocess(s.frames, s.time_s, s.sampled_fps)
         mask = None
         budget_label = "all"
         if opts.codec_placement == "before":
             from tokencomp.strategies.codec import select_cells
 
+            vin = self.llm.preprocess(s.frames, s.time_s, s.sampled_fps)
             t = time.perf_counter()
             grid = (vin.grid_thw[0], vin.grid_thw[1] // self.llm.merge_size, vin.grid_thw[2] // self.llm.merge_size)
             mask = select_cells(s.signals, grid, _budget(opts, first_stage_of=len(names)))
             timings["select"] = _ms(t)
             budget_label = opts.budget_label
-        t = time.perf_counter()
-        tokens = self.llm.encode(vin, cell_mask=mask)
+            t = time.perf_counter()
+            tokens, second_per_grid = self.llm.encode(vin, cell_mask=mask), vin.second_per_grid
+        else:
+            t = time.perf_counter()
+            step = self._chunk_step(opts) or max(s.num_frames, 1)
+            runs = [self._encode_run(s.frames[i : i + step], s.time_s[i : i + step], s.sampled_fps)
+                    for i in range(0, s.num_frames, step)]
+            tokens, second_per_grid = VisualTokens.join_time([r[0] for r in runs]), runs[0][1]
         timings["encode"] = _ms(t)
         return Encoded(
             video=decoded.video,
             tokens=tokens,
-            second_per_grid=vin.second_per_grid,
+            second_per_grid=second_per_grid,
             frames=s.num_frames,
             frame_times_s=tuple(float(x) for x in s.time_s),
             sampled_fps=float(s.sampled_fps),
@@ -144,7 +158,61 @@ class Engine:
             timings_ms=timings,
             budget_label=budget_label,
             compressed=mask is not None and names == ["codec"],
+            chunks=None if opts.chunk_frames is None else
+            {"count": len(runs), "chunk_frames": opts.chunk_frames, "overlapped": False, "decode_ms": decoded.decode_ms},
         )
+
+    def decode_encode(self, video: str | Path, opts: AskOptions):
+        """decode -> (select) -> encode in one call -> (codec signals or None, Encoded).
+
+        With `opts.chunk_frames`, runs of frames are decoded in a background thread one run ahead of
+        the encoder (at most ~3 runs of frames alive); the tokens are those `encode(decode(...))`
+        gives with the same options.
+        """
+        if opts.chunk_frames is None:
+            decoded = self.decode(video, opts)
+            return decoded.sampled.signals, self.encode(decoded, opts)
+        from encoders.signals import CodecSignals
+        from pipeline.prefetch import Prefetch
+
+        names = _strategy_names(opts)
+        self._chunk_step(opts)
+        source = sample_frame_chunks(
+            video, opts.chunk_frames, fps=opts.sampling_fps, num_frames=opts.num_frames, max_frames=opts.max_frames,
+            max_pixels=self._max_pixels(), signals_cell_px=self.cell_px if "codec" in names else None,
+        )
+        runs, signals, times, encode_ms = [], [], [], 0.0
+        with Prefetch(source, depth=1, name="vidsieve-decode-chunks") as chunks:
+            for chunk in chunks:
+                t = time.perf_counter()
+                runs.append(self._encode_run(chunk.frames, chunk.time_s, chunk.sampled_fps))
+                encode_ms += _ms(t)
+                signals.append(chunk.signals)
+                times.extend(float(x) for x in chunk.time_s)
+                fps = chunk.sampled_fps
+        joined = None if signals[0] is None else CodecSignals.join(signals)
+        return joined, Encoded(
+            video=str(video),
+            tokens=VisualTokens.join_time([r[0] for r in runs]),
+            second_per_grid=runs[0][1],
+            frames=len(times),
+            frame_times_s=tuple(times),
+            sampled_fps=float(fps),
+            signal_source=None if joined is None else joined.source,
+            timings_ms={"decode": chunks.wait_ms, "encode": encode_ms},
+            chunks={"count": len(runs), "chunk_frames": opts.chunk_frames, "overlapped": True, "decode_ms": chunks.busy_ms},
+        )
+
+    def _encode_run(self, frames, time_s, sampled_fps: float) -> tuple[VisualTokens, float]:
+        """One run of consecutive frames -> (its tokens, t from 0, second_per_grid)."""
+        vin = self.llm.preprocess(frames, time_s, sampled_fps)
+        return self.llm.encode(vin), vin.second_per_grid
+
+    def _chunk_step(self, opts: AskOptions) -> int | None:
+        if opts.chunk_frames is not None and opts.chunk_frames % self.llm.temporal_patch_size:
+            raise BadRequest(f"chunk_frames must be a multiple of the model's {self.llm.temporal_patch_size}-frame "
+                             f"tubelet, got {opts.chunk_frames}")
+        return opts.chunk_frames
 
     def compress(self, encoded: Encoded, opts: AskOptions, signals=None, question: str | None = None) -> Encoded:
         """Apply the request's strategy and budget (the stages pre-selection has not done already)."""
@@ -213,6 +281,7 @@ class Engine:
                 timings_ms=timings,
                 model=self.model_name,
                 signal_source=encoded.signal_source,
+                chunks=encoded.chunks,
                 prompt_tokens=len(prefix.ids) + len(self.llm._tokenize(self.llm.render(question)[1])),
             )
         }
@@ -225,9 +294,8 @@ class Engine:
 
     def prepare(self, video: str | Path, opts: AskOptions, question: str | None = None) -> Encoded:
         """decode -> (select) -> encode -> compress."""
-        decoded = self.decode(video, opts)
-        encoded = self.encode(decoded, opts)
-        return self.compress(encoded, opts, signals=decoded.sampled.signals, question=question)
+        signals, encoded = self.decode_encode(video, opts)
+        return self.compress(encoded, opts, signals=signals, question=question)
 
     def ask(self, video: str | Path, question: str, opts: AskOptions | None = None) -> dict:
         opts = opts or AskOptions()
@@ -243,13 +311,10 @@ class Engine:
         opts = opts or AskOptions()
         if not questions:
             return []
-        decoded = self.decode(video, opts)
-        encoded = self.encode(decoded, opts)
+        signals, encoded = self.decode_encode(video, opts)
         if QUESTION_AWARE & set(_strategy_names(opts)):
-            return [
-                self.answer(self.compress(encoded, opts, decoded.sampled.signals, question=q), q, opts) for q in questions
-            ]
-        encoded = self.compress(encoded, opts, signals=decoded.sampled.signals)
+            return [self.answer(self.compress(encoded, opts, signals, question=q), q, opts) for q in questions]
+        encoded = self.compress(encoded, opts, signals=signals)
         prefix = self.prefill(encoded, opts)
         return [self.answer(encoded, q, opts, prefix=prefix) for q in questions]
 

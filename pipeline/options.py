@@ -32,6 +32,11 @@ class AskOptions:
         (a merged token at the mean of the positions it absorbed).
     codec_placement: for strategies starting with `codec`: "after" the encoder (drop tokens; the
         encoder sees everything, default) or "before" it (only the chosen cells are encoded).
+    chunk_frames: process the video in runs of this many sampled frames (a multiple of the
+        model's tubelet, 2 frames): the next run decodes while the current one is encoded, and
+        frames and encoder activations are held for about three runs only, whatever the video's
+        length. Exact for qwen2_5_vl (its attention never crosses a tubelet); for st3d encoders
+        (attention over the whole video) attention then spans one run. None: the whole video at once.
     """
 
     strategy: str = "none"
@@ -46,6 +51,7 @@ class AskOptions:
     seed: int | None = None
     position_mode: str = "keep"
     codec_placement: str = "after"
+    chunk_frames: int | None = None
 
     def __post_init__(self):
         _check(isinstance(self.strategy, str) and self.strategy.strip() != "", "strategy", "a strategy name", self.strategy)
@@ -69,6 +75,12 @@ class AskOptions:
             _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
         _check(self.position_mode in POSITION_MODES, "position_mode", f"one of {POSITION_MODES}", self.position_mode)
         _check(self.codec_placement in CODEC_PLACEMENTS, "codec_placement", f"one of {CODEC_PLACEMENTS}", self.codec_placement)
+        if self.chunk_frames is not None:
+            _check(_is_int(self.chunk_frames) and 2 <= self.chunk_frames <= 4096 and self.chunk_frames % 2 == 0,
+                   "chunk_frames", "an even integer in [2, 4096]", self.chunk_frames)
+            if self.codec_placement == "before":
+                raise BadRequest("chunk_frames cannot be combined with codec_placement='before' (pre-selection spreads "
+                                 "the budget over the whole video); use codec_placement='after'")
 
     @property
     def sampling_fps(self) -> float | None:

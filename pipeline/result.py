@@ -31,6 +31,7 @@ def build_result(
     model: str,
     signal_source: str | None = None,
     prompt_tokens: int | None = None,
+    chunks: dict | None = None,
 ) -> dict[str, Any]:
     """The answer dict for one question about one video.
 
@@ -59,6 +60,7 @@ def build_result(
             "frame_times_s": [round(float(t), 6) for t in frame_times_s],
             "signal_source": signal_source,
             "prompt_tokens": prompt_tokens,
+            "chunks": chunks,
             "model": model,
             "timings_ms": {k: round(float(v), 3) for k, v in timings_ms.items()},
         },

@@ -56,6 +56,8 @@ class AskOptionsBody(BaseModel):
     temperature: float | None = Field(None, description="0 = greedy")
     top_p: float | None = Field(None, description="nucleus sampling mass")
     seed: int | None = Field(None, description="sampling seed")
+    codec_placement: str | None = Field(None, description="for strategies starting with 'codec': 'after' the encoder (default) or 'before' it (only chosen cells are encoded)", max_length=16)
+    chunk_frames: int | None = Field(None, description="process the video in runs of this many sampled frames (even; bounded memory for long videos)")
     position_mode: str | None = Field(None, description="'keep' (original positions), 'compact' (renumbered) or 'centroid' (merged tokens at their members' mean position)", max_length=32)
 
 
