@@ -31,7 +31,8 @@ from pathlib import Path
 
 from encoders.errors import BadRequest
 from encoders.tokens import VisualTokens
-from pipeline.decode import SampledFrames, sample_frame_chunks, sample_frames
+from pipeline.decode import sample_frame_chunks
+from pipeline.decoder import Decoded, Decoder
 from pipeline.options import AskOptions
 from pipeline.result import build_result
 
@@ -54,15 +55,6 @@ def default_model_dir(model_dir: str | Path | None = None) -> Path:
     if (DEMO_MODEL_DIR / "config.json").is_file():
         return DEMO_MODEL_DIR
     raise BadRequest(f"no model: pass --model DIR (a local Qwen2.5-VL checkpoint directory) or set ${MODEL_ENV}")
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A decoded video: the sampled frames (numpy, picklable) and where they came from."""
-
-    video: str
-    sampled: SampledFrames
-    decode_ms: float
 
 
 @dataclass(frozen=True)
@@ -102,24 +94,15 @@ class Engine:
         self.llm = QwenVL.load(self.model_dir, device=device)
         self.load_ms = _ms(t)
         self.model_name = self.model_dir.name
-        self.cell_px = int(self.llm.processor.video_processor.patch_size) * self.llm.merge_size
+        self.decoder = Decoder.from_video_processor(self.llm.processor.video_processor)
+        self.cell_px = self.decoder.cell_px
         log.info("loaded %s in %.0f ms (cell %d px)", self.model_dir, self.load_ms, self.cell_px)
 
     # ---- stages ----------------------------------------------------------------------------------
 
     def decode(self, video: str | Path, opts: AskOptions) -> Decoded:
         """Sample frames (and codec signals when the strategy uses them) at the processor's pixel cap."""
-        names = _strategy_names(opts)
-        t = time.perf_counter()
-        sampled = sample_frames(
-            video,
-            fps=opts.sampling_fps,
-            num_frames=opts.num_frames,
-            max_frames=opts.max_frames,
-            max_pixels=self._max_pixels(),
-            signals_cell_px=self.cell_px if "codec" in names else None,
-        )
-        return Decoded(video=str(video), sampled=sampled, decode_ms=_ms(t))
+        return self.decoder.decode(video, opts, signals="codec" in _strategy_names(opts))
 
     def encode(self, decoded: Decoded, opts: AskOptions) -> Encoded:
         """Processor + encoder. With codec pre-selection, only the cells the codec chose are encoded;
@@ -179,7 +162,7 @@ class Engine:
         self._chunk_step(opts)
         source = sample_frame_chunks(
             video, opts.chunk_frames, fps=opts.sampling_fps, num_frames=opts.num_frames, max_frames=opts.max_frames,
-            max_pixels=self._max_pixels(), signals_cell_px=self.cell_px if "codec" in names else None,
+            max_pixels=self.decoder.max_pixels, signals_cell_px=self.cell_px if "codec" in names else None,
         )
         runs, signals, times, encode_ms = [], [], [], 0.0
         with Prefetch(source, depth=1, name="vidsieve-decode-chunks") as chunks:
@@ -317,14 +300,6 @@ class Engine:
         encoded = self.compress(encoded, opts, signals=signals)
         prefix = self.prefill(encoded, opts)
         return [self.answer(encoded, q, opts, prefix=prefix) for q in questions]
-
-    # ---- helpers -------------------------------------------------------------------------------
-
-    def _max_pixels(self) -> int | None:
-        """Decode straight to the processor's pixel cap, so codec-signal cells line up with its grid."""
-        size = self.llm.processor.video_processor.size
-        value = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
-        return int(value) if value else None
 
 
 def _strategy_names(opts: AskOptions) -> list[str]:

@@ -11,8 +11,8 @@ Stages and where they run:
   decode's codec signals), a GPU share when the cluster has GPUs.
 - answer -> LLM actor(s) (Engine.prefill once per video, Engine.answer per question, as
   Engine.ask_many does), a GPU share likewise.
-Every actor builds a whole Engine (the decode actors too: Engine.decode reads the processor's pixel
-cap, and Engine has no model-free constructor yet), so each holds a copy of the weights.
+Encoder and LLM actors build a whole Engine; decode actors build only a `pipeline.decoder.Decoder`
+from the checkpoint's processor config (cell size, pixel cap): no weights in the decode pool.
 Objects flow actor to actor through Ray's object store (ObjectRefs chained on submission), so the
 driver never touches frames or tokens. Overlap: the engine has no chunked decode of one video, so the
 pipeline overlaps *videos*: while the encoder works on video k, the decode pool is already decoding
@@ -45,6 +45,8 @@ RESTARTS = 3  # per actor: Ray restarts a dead actor this many times and retries
 READY_TIMEOUT_S = 600.0
 # Errors that mean "the worker went away", not "the video is bad": the job is worth running again.
 WORKER_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
+# Modules that mean "this process holds a model"; the decode pool imports none of them.
+MODEL_MODULES = ("pipeline.llm", "encoders.vit", "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,9 +118,38 @@ class _StageHost:
         return os.getpid()
 
 
-class DecodeHost(_StageHost):
+class DecodeHost:
+    """A model-free decode worker: the checkpoint's processor config only, never its weights."""
+
+    def __init__(self, model_dir: str, torch_threads: int | None = None):
+        self._error: VidsieveError | None = None
+        self.decoder = None
+        self.model_name = os.path.basename(os.path.normpath(model_dir))
+        try:
+            from pipeline.decoder import Decoder
+
+            self.decoder = Decoder.from_model_dir(model_dir)  # resolved by the driver
+        except VidsieveError as e:
+            self._error = e
+
+    def ready(self) -> str:
+        if self._error is not None:
+            raise self._error
+        return self.model_name
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def loaded_modules(self) -> list[str]:
+        """Which model modules this process has imported (tests: none in the decode pool)."""
+        import sys
+
+        return sorted(m for m in MODEL_MODULES if m in sys.modules)
+
     def decode(self, video_path: str, options):
-        return self.engine.decode(video_path, options)
+        from tokencomp.registry import parse_strategy
+
+        return self.decoder.decode(video_path, options, signals="codec" in parse_strategy(options.strategy))
 
 
 class EncodeHost(_StageHost):

@@ -100,13 +100,13 @@ def jobs_client(head: RayHead):
 
 @pytest.fixture(scope="module")
 def submitted(head, video_dir, questions, model, tmp_path_factory):
-    """One real `ray job submit --working-dir .` of the entrypoint, with its LLM actor killed mid-run.
+    """One real `ray job submit --working-dir .` of the entrypoint, with its LLM actor killed once the job runs.
 
-    The job's log names each actor's PID (each actor reports os.getpid()); once the first result line
-    is in the output, this kills the LLM actor's process. Returns (output path, job logs, kill info).
+    The job's log names each actor's PID (each actor reports os.getpid()); once the workers line
+    is in the log, this kills the LLM actor's process. Returns (output path, job logs, kill info).
     """
     out = tmp_path_factory.mktemp("out") / "results.jsonl"
-    entry = ["python", "-m", "pipeline.batch", *batch_args(video_dir, questions, out, model), "--decode-workers", "2", "--max-in-flight", "2"]
+    entry = ["python", "-m", "pipeline.batch", *batch_args(video_dir, questions, out, model), "--decode-workers", "2", "--max-in-flight", "1"]
     submit = ray_cli(
         head, "job", "submit", "--no-wait", "--address", head.dashboard_url, "--working-dir", ".",
         "--runtime-env-json", json.dumps({"excludes": [".git"]}), "--", *entry,
@@ -120,10 +120,9 @@ def submitted(head, video_dir, questions, model, tmp_path_factory):
         assert time.monotonic() < deadline and not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
         found = re.search(r"batch: workers (\{.*\}) model ", client.get_job_logs(job_id))
         pids = json.loads(found.group(1)) if found else time.sleep(0.05)
-    while not (out.exists() and out.read_text().count("\n") >= 1):
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)
-        time.sleep(0.02)
-    kill = {"written_at_kill": out.read_text().count("\n"), "pid": pids["answer"][0]}
+    # Kill as soon as the workers are up (waiting for a first result line lost the race on a loaded
+    # machine: seven tiny videos take under a second once the actors are ready).
+    kill = {"written_at_kill": out.read_text().count("\n") if out.exists() else 0, "pid": pids["answer"][0]}
     os.kill(kill["pid"], signal.SIGKILL)  # the LLM actor: its model and the calls it held are gone
     while not (status := client.get_job_status(job_id)).is_terminal():
         assert time.monotonic() < deadline, client.get_job_logs(job_id)

@@ -25,6 +25,9 @@ OPTIONS = {
     "none": AskOptions(max_new_tokens=4, fps=8.0),
     "temporal": AskOptions(strategy="temporal", keep_ratio=0.25, max_new_tokens=4, fps=8.0),
     "query": AskOptions(strategy="query", keep_ratio=0.5, max_new_tokens=4, fps=8.0),
+    # codec signals come from the model-free decode actors; chunks are encoded run by run there,
+    # decoded in overlapped runs in-process: same answers
+    "codec-chunked": AskOptions(strategy="codec", keep_ratio=0.3, max_new_tokens=4, fps=8.0, chunk_frames=4),
 }
 
 
@@ -117,6 +120,17 @@ def test_killed_answer_actor_is_restarted_and_the_call_retried(rengine, engine, 
     _same(result, engine.ask(video, QUESTIONS[0], opts))
     after = rengine.worker_pids()["answer"][0]
     assert after != before
+
+
+def test_decode_actors_hold_no_model(rengine):
+    import ray
+
+    from pipeline.decoder import Decoder
+
+    assert ray.get([d.loaded_modules.remote() for d in rengine.decoders]) == [[], []]
+    # and they decode at the loaded model's cell size and pixel cap
+    assert ray.get(rengine.decoders[0].__ray_call__.remote(lambda self: self.decoder)) == Engine(rengine.model_dir).decoder
+    assert isinstance(Engine(rengine.model_dir).decoder, Decoder)
 
 
 def test_more_decode_workers_than_cpus_is_refused(rengine, model):
