@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench-serve": ("bench.serve", "benchmark the HTTP service: requests/s and p50/p95 latency, compression off vs on"),
     "batch": ("pipeline.batch", "answer questions about every video in a directory on a Ray cluster (resumable JSONL)"),
     "bench-batch": ("bench.batch", "benchmark the Ray batch job: videos/s vs decode workers, compression off vs on"),
+    "bench-chunks": ("bench.chunks", "benchmark one long video decoded and encoded whole vs in chunks: memory and time"),
 }
 
 
