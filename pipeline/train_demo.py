@@ -350,6 +350,12 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=DemoRecipe.total_steps, help="total optimisation steps of the schedule")
     p.add_argument("--batch", type=int, default=DemoRecipe.batch)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=DemoRecipe.lr, help="peak learning rate (linear warm-up, cosine decay)")
+    p.add_argument("--text-layers", type=int, default=DemoRecipe.text_layers, help="decoder layers of the text model")
+    p.add_argument("--abs-pos", default=",".join(DemoRecipe.encoder_abs_pos), metavar="AXES",
+                   help="encoder axes with absolute sin/cos coordinates, e.g. t,h,w ('' = RoPE only)")
+    p.add_argument("--tokens-per-second", type=int, default=DemoRecipe.tokens_per_second,
+                   help="M-RoPE temporal positions per second of video (2 = Qwen2.5-VL's)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-n", type=int, default=140, help="validation items per evaluation (20 per family)")
     p.add_argument("--init-from", default=None, metavar="DIR", help="start a new run from an exported model's weights")
@@ -357,7 +363,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    recipe = DemoRecipe(total_steps=args.steps, batch=args.batch, seed=args.seed)
+    axes = tuple(a for a in args.abs_pos.split(",") if a)
+    recipe = DemoRecipe(total_steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, text_layers=args.text_layers,
+                        encoder_abs_pos=axes, tokens_per_second=args.tokens_per_second)
     out = Path(args.out)
     if args.export:
         print(export(out, Path(args.export), recipe))
