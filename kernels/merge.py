@@ -17,21 +17,19 @@ Two implementations share one signature and one docstring (STYLE.md section 5):
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+import os
 
 import torch
 
 log = logging.getLogger(__name__)
 
-try:  # Triton is optional: CPU-only installs (macOS, aarch64) run the reference.
-    import triton
-    import triton.language as tl
-
-    HAVE_TRITON = True
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
-    tl = None
-    HAVE_TRITON = False
+# Triton is optional (CPU-only installs run the reference) and imported only when a kernel is built:
+# importing vidsieve never imports Triton, so Triton's interpreted-vs-compiled choice (made when
+# triton.language is first imported) is left to whoever runs a kernel first.
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 _NORM_EPS = 1e-6
 
@@ -147,7 +145,12 @@ def _match_padded(an, bn, a_lo, a_counts, b_starts, counts, s_out, i_out) -> Non
     i_out[rows_a] = (j[gid_a.to(dev), slot_a.to(dev)].cpu() + b_starts[gid_a]).to(i_out.device)
 
 
-if HAVE_TRITON:
+@functools.lru_cache(maxsize=2)
+def _match_kernel(interpret: bool):
+    """Build the Triton kernel (cached per TRITON_INTERPRET value, read by Triton when it decorates)."""
+    del interpret  # only the cache key
+    import triton
+    import triton.language as tl
 
     @triton.jit
     def _bipartite_match_kernel(
@@ -191,6 +194,8 @@ if HAVE_TRITON:
         tl.store(score_ptr + rows, best, mask=row_ok)
         tl.store(index_ptr + rows, best_idx, mask=row_ok)
 
+    return _bipartite_match_kernel
+
 
 def bipartite_match_triton(
     a: torch.Tensor,
@@ -221,10 +226,12 @@ def bipartite_match_triton(
     bn = _normalize(b, normalized).contiguous()
     lo = torch.searchsorted(b_group, a_group, right=False)
     hi = torch.searchsorted(b_group, a_group, right=True)
+    import triton
+
     block_d = min(128, max(16, triton.next_power_of_2(n_d)))
     block_a, block_b = 32, 64
     grid = (triton.cdiv(n_a, block_a),)
-    _bipartite_match_kernel[grid](
+    _match_kernel(os.environ.get("TRITON_INTERPRET") == "1")[grid](
         an, bn, a_group.contiguous(), b_group.contiguous(), lo.contiguous(), hi.contiguous(), score, index,
         n_a, n_d, an.stride(0), bn.stride(0),
         BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=block_d,
