@@ -118,8 +118,6 @@ def test_long_temporal_span_follows_transformers_text_rule(setup):
 def reference_pruned_greedy(llm: QwenVL, inp, keep: torch.Tensor, steps: int) -> list[int]:
     """Written apart from pipeline/llm.py: transformers' full model, kept video tokens only,
     positions from `get_rope_index` on the full sequence, greedy, KV cache."""
-    from transformers import DynamicCache
-
     model = llm.model
     ids = inp["input_ids"]
     with torch.inference_mode():
@@ -138,16 +136,24 @@ def reference_pruned_greedy(llm: QwenVL, inp, keep: torch.Tensor, steps: int) ->
         cols = (~drop).nonzero().flatten()
         emb = model.get_input_embeddings()(ids[0]).clone()
         emb[video_cols] = feats
-        cache = DynamicCache(config=model.config.text_config)
-        out = model(inputs_embeds=emb[cols][None], position_ids=pos[:, :, cols], past_key_values=cache, use_cache=True)
-        generated = []
-        for k in range(steps):
-            tok = int(out.logits[0, -1].argmax())
-            generated.append(tok)
-            if tok == model.generation_config.eos_token_id:
-                break
-            p = torch.full((3, 1, 1), ids.shape[1] + k + int(delta[0]))
-            out = model(input_ids=torch.tensor([[tok]]), position_ids=p, past_key_values=cache, use_cache=True)
+        return greedy_loop(model, emb[cols][None], pos[:, :, cols], ids.shape[1] + int(delta[0]), steps)
+
+
+def greedy_loop(model, embeds, positions, next_position: int, steps: int) -> list[int]:
+    """Greedy decoding over transformers' model from a prompt given as embeddings + position ids;
+    generated token k sits at `next_position + k` on all three rows. KV cache; stops at EOS."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config.text_config)
+    out = model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
+    generated = []
+    for k in range(steps):
+        tok = int(out.logits[0, -1].argmax())
+        generated.append(tok)
+        if tok == model.generation_config.eos_token_id:
+            break
+        p = torch.full((3, 1, 1), next_position + k)
+        out = model(input_ids=torch.tensor([[tok]]), position_ids=p, past_key_values=cache, use_cache=True)
     return generated
 
 
@@ -184,8 +190,6 @@ def reference_merged_greedy(llm: QwenVL, inp, merged, steps: int) -> tuple[list[
     Returns (generated ids, [3, 1, L] float32 prompt positions)."""
     from fractions import Fraction
 
-    from transformers import DynamicCache
-
     model = llm.model
     ids = inp["input_ids"]
     _, h, w = (int(g) for g in merged.grids[0])
@@ -207,17 +211,7 @@ def reference_merged_greedy(llm: QwenVL, inp, merged, steps: int) -> tuple[list[
         positions = torch.cat([full[:, :first].float(), video_pos, full[:, last + 1 :].float()], 1)[:, None]
         table = model.get_input_embeddings()
         emb = torch.cat([table(ids[0, :first]), merged.embeds, table(ids[0, last + 1 :])], 0)
-        cache = DynamicCache(config=model.config.text_config)
-        out = model(inputs_embeds=emb[None], position_ids=positions, past_key_values=cache, use_cache=True)
-        generated = []
-        for k in range(steps):
-            tok = int(out.logits[0, -1].argmax())
-            generated.append(tok)
-            if tok == model.generation_config.eos_token_id:
-                break
-            p = torch.full((3, 1, 1), ids.shape[1] + k + int(delta[0]))
-            out = model(input_ids=torch.tensor([[tok]]), position_ids=p, past_key_values=cache, use_cache=True)
-    return generated, positions
+        return greedy_loop(model, emb[None], positions, ids.shape[1] + int(delta[0]), steps), positions
 
 
 def test_centroid_mode_equals_transformers_at_member_mean_positions(setup):
