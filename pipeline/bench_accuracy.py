@@ -6,7 +6,9 @@
 Each dataset item is decoded and encoded once (codec signals included); every (strategy, budget)
 then compresses those same tokens and answers. Per-answer records go to OUT/items.jsonl as they
 are made, so an interrupted run resumes where it stopped; the table is aggregated from them into
-OUT/results.json, OUT/results.csv and OUT/accuracy_vs_tokens.png.
+OUT/results.json, OUT/results.csv, OUT/results.md (a Markdown table) and OUT/accuracy_vs_tokens.png.
+Each row carries its accuracy's 95% Wilson interval and, when `none` ran on the same items, the
+paired comparison with it (accuracy relative to full tokens; items lost and gained).
 
 Datasets: "synthetic" writes the held-out test split of `pipeline/synthqa.py` (real H.264 files)
 under OUT/dataset; or a JSONL file of {"video": path, "question": str, "options": [...]?,
@@ -168,11 +170,35 @@ def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, ma
     return [r for k, r in done.items() if k in wanted]
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and at 0 or n correct)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_with_full(recs: list[dict], full: dict[str, bool]) -> dict:
+    """Compare a config's answers with `none`'s on the items both answered.
+
+    relative_to_full: accuracy over accuracy of `none` on those items; lost / gained: items `none`
+    got right and this config wrong / the other way round (what a paired test looks at).
+    """
+    pairs = [(full[r["item"]], r["correct"]) for r in recs if "error" not in r and r["item"] in full]
+    base, here = sum(a for a, _ in pairs), sum(b for _, b in pairs)
+    return {"relative_to_full": round(here / base, 4) if base else None,
+            "lost": sum(a and not b for a, b in pairs), "gained": sum(b and not a for a, b in pairs)}
+
+
 def aggregate(records: list[dict]) -> list[dict]:
-    """One row per (strategy, budget): accuracy overall and per family, tokens, latency."""
+    """One row per (strategy, budget): accuracy (with its 95% interval) overall and per family,
+    tokens, latency, and the paired comparison with `none` when it ran."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         groups[r["config"]].append(r)
+    full = {r["item"]: r["correct"] for r in groups.get(config_key("none", {}), []) if "error" not in r}
     rows = []
     for key, recs in groups.items():
         ok = [r for r in recs if "error" not in r]
@@ -181,14 +207,18 @@ def aggregate(records: list[dict]) -> list[dict]:
             fam[r["family"]].append(r["correct"])
         frames = sum(r["frames"] for r in ok) or 1
         first = recs[0]
+        correct = sum(r["correct"] for r in ok)
+        lo, hi = wilson_interval(correct, len(ok))
         rows.append({
             "strategy": first["strategy"],
             "keep_ratio": round(sum(r["tokens_after"] for r in ok) / max(1, sum(r["tokens_before"] for r in ok)), 4),
             "budget": key.split("|", 1)[1],
             "tokens_per_frame": round(sum(r["tokens_after"] for r in ok) / frames, 3),
-            "accuracy": round(sum(r["correct"] for r in ok) / max(1, len(ok)), 4),
+            "accuracy": round(correct / max(1, len(ok)), 4),
+            "ci95": [round(lo, 4), round(hi, 4)],
             "n": len(ok),
             "errors": len(recs) - len(ok),
+            **(paired_with_full(recs, full) if full else {}),
             "ms_per_video": round(sum(r["ms"] for r in ok) / max(1, len(ok)), 2),
             "ms_after_encode": round(sum(r["ms_after_encode"] for r in ok) / max(1, len(ok)), 2),
             "families": {f: round(sum(v) / len(v), 4) for f, v in sorted(fam.items())},
@@ -196,15 +226,38 @@ def aggregate(records: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["strategy"], -r["tokens_per_frame"]))
 
 
+def markdown_table(rows: list[dict], families: list[str] | None = None) -> str:
+    """The results as a Markdown table: accuracy with its 95% interval, the paired comparison with
+    `none`, then per-family accuracy (all families unless `families` names some)."""
+    families = families if families is not None else sorted({f for r in rows for f in r["families"]})
+    paired = any("relative_to_full" in r for r in rows)
+    head = ["strategy", "budget", "tokens/frame", "accuracy", "95% CI"] + (["vs full", "lost/gained"] if paired else []) \
+        + families + ["ms/video"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["strategy"], r["budget"], f"{r['tokens_per_frame']:.2f}", f"{r['accuracy']:.3f}",
+                 f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}"]
+        if paired:
+            rel = r.get("relative_to_full")
+            cells += ["" if rel is None else f"{rel:.1%}", f"{r.get('lost', '')}/{r.get('gained', '')}"]
+        cells += ["" if f not in r["families"] else f"{r['families'][f]:.2f}" for f in families]
+        cells.append(f"{r['ms_per_video']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(rows: list[dict], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     families = sorted({f for r in rows for f in r["families"]})
-    cols = ["strategy", "budget", "keep_ratio", "tokens_per_frame", "accuracy", "n", "errors", "ms_per_video", "ms_after_encode"]
+    cols = ["strategy", "budget", "keep_ratio", "tokens_per_frame", "accuracy", "n", "errors",
+            "relative_to_full", "lost", "gained", "ms_per_video", "ms_after_encode"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(cols + [f"acc_{x}" for x in families])
+        w.writerow(cols[:5] + ["ci95_low", "ci95_high"] + cols[5:] + [f"acc_{x}" for x in families])
         for r in rows:
-            w.writerow([r[c] for c in cols] + [r["families"].get(x, "") for x in families])
+            w.writerow([r.get(c, "") for c in cols[:5]] + r["ci95"] + [r.get(c, "") for c in cols[5:]]
+                       + [r["families"].get(x, "") for x in families])
+    (out / "results.md").write_text(markdown_table(rows))
     plot(rows, out / "accuracy_vs_tokens.png")
 
 
@@ -272,5 +325,5 @@ def run(args) -> int:
     print(f"{'strategy':<12} {'budget':<22} {'tok/frame':>9} {'accuracy':>8} {'n':>5} {'ms/video':>9}")
     for r in rows:
         print(f"{r['strategy']:<12} {r['budget']:<22} {r['tokens_per_frame']:>9.2f} {r['accuracy']:>8.3f} {r['n']:>5} {r['ms_per_video']:>9.1f}")
-    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'accuracy_vs_tokens.png'}")
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'results.md'}, {out / 'accuracy_vs_tokens.png'}")
     return 0

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from pipeline.bench_accuracy import aggregate, markdown_table, wilson_interval
 from pipeline.cli import main
 from pipeline.scoring import is_correct, normalize_answer, option_letter, options_prompt
 from tests.fixtures.tiny_qwen import make_tiny_qwen2_5_vl
@@ -38,6 +39,43 @@ def test_scoring_helpers():
         is_correct("x", "z", ["x", "y"])
 
 
+@pytest.mark.parametrize("correct, n, lo, hi", [(5, 10, 0.2366, 0.7634), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0)])
+def test_wilson_interval_matches_the_textbook_values(correct, n, lo, hi):
+    got = wilson_interval(correct, n)
+    assert got == pytest.approx((lo, hi), abs=1e-4)
+
+
+def _record(item, strategy, correct, family="f", budget="all", error=False):
+    rec = {"item": item, "config": f"{strategy}|{budget}", "strategy": strategy, "family": family}
+    if error:
+        return {**rec, "error": "bad video"}
+    return {**rec, "correct": correct, "tokens_before": 64, "tokens_after": 64 if budget == "all" else 16,
+            "frames": 8, "ms": 10.0, "ms_after_encode": 5.0}
+
+
+def test_aggregate_pairs_each_config_with_full_tokens():
+    full = [True, True, True, False, True, False]
+    pruned = [True, False, True, True, False, False]  # loses items 1 and 4, gains item 3
+    records = [_record(i, "none", c, family="ab"[i % 2]) for i, c in enumerate(full)]
+    records += [_record(i, "uniform", c, family="ab"[i % 2], budget="keep_ratio=0.25") for i, c in enumerate(pruned)]
+    records.append(_record(6, "uniform", False, budget="keep_ratio=0.25", error=True))
+    rows = {r["strategy"]: r for r in aggregate(records)}
+    u = rows["uniform"]
+    assert (u["n"], u["errors"], u["accuracy"]) == (6, 1, 0.5)
+    assert (u["lost"], u["gained"]) == (2, 1)
+    assert u["relative_to_full"] == pytest.approx(3 / 4)
+    assert u["ci95"] == [round(x, 4) for x in wilson_interval(3, 6)]
+    assert u["families"] == {"a": pytest.approx(2 / 3, abs=1e-4), "b": pytest.approx(1 / 3, abs=1e-4)}
+    assert rows["none"]["relative_to_full"] == 1.0 and (rows["none"]["lost"], rows["none"]["gained"]) == (0, 0)
+    table = markdown_table(list(rows.values()), families=["a"]).splitlines()
+    assert table[0] == "| strategy | budget | tokens/frame | accuracy | 95% CI | vs full | lost/gained | a | ms/video |"
+    assert table[2].startswith("| none | all | 8.00 | 0.667 |") and "| 100.0% | 0/0 | 1.00 |" in table[2]
+    assert "| 75.0% | 2/1 | 0.67 |" in table[3]
+    # without `none` there is nothing to pair with: no such columns
+    alone = aggregate([r for r in records if r["strategy"] == "uniform"])
+    assert "relative_to_full" not in alone[0] and "vs full" not in markdown_table(alone)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return make_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"), processor_overrides={"max_pixels": 112 * 112})
@@ -60,7 +98,10 @@ def test_bench_writes_results_and_resumes(model, tmp_path, capsys):
     quarter = next(r for r in rows if r["budget"] == "keep_ratio=0.25" and r["strategy"] == "uniform")
     assert quarter["tokens_per_frame"] <= 0.26 * full["tokens_per_frame"] + 0.5
     with open(out / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 5
+        table = list(csv.DictReader(f))
+    assert len(table) == 5 and all(float(r["ci95_low"]) <= float(r["accuracy"]) <= float(r["ci95_high"]) for r in table)
+    md = (out / "results.md").read_text().splitlines()
+    assert len(md) == 2 + 5 and md[0].startswith("| strategy | budget |")
     png = (out / "accuracy_vs_tokens.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
