@@ -31,9 +31,11 @@ import numpy as np
 import torch
 
 from encoders.config import get_preset
+from encoders.errors import BadRequest
 from encoders.load import save_encoder
 from encoders.vit import VisionEncoder
 from pipeline.positions import VideoSpan, prompt_position_ids
+from pipeline.synth_targets import TARGET_CLASSES, cell_targets
 from pipeline.synthqa import SynthConfig, make_item, split_seed, vocabulary
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,9 @@ class DemoRecipe:
     warmup: int = 100
     total_steps: int = 3500
     weight_decay: float = 0.01
+    # Weight of the auxiliary per-token loss (`AuxHeads`: what colour, kind and motion is in each
+    # visual token's cell, from `pipeline.synth_targets`); 0 = answer loss only.
+    aux_weight: float = 0.0
     seed: int = 0
     frames: int = 8
     size: int = 112
@@ -178,8 +183,31 @@ def batch_items(split: str, start: int, n: int, cfg: SynthConfig, base_seed: int
     return [make_item(split_seed(split, start + i, base_seed), cfg) for i in range(n)]
 
 
-def forward_batch(llm, encoder, items, fps: float = 8.0):
-    """Teacher-forced forward of a batch -> (loss, per-item exact match [B] bool).
+class AuxHeads(torch.nn.Module):
+    """Linear read-outs of each visual token's cell contents (colour, kind, motion classes of
+    `pipeline.synth_targets`). Training only: they shape what the encoder puts in a token and are
+    not part of the exported model."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in TARGET_CLASSES.items()})
+
+    def loss(self, tokens, items, cell_px: int, tubelet: int) -> torch.Tensor:
+        """Mean cross-entropy over heads; every visual token of every video is supervised."""
+        embeds, targets = [], {name: [] for name in self.heads}
+        for tok, it in zip(tokens, items):
+            cells = cell_targets(it.scene, cell_px, tubelet)
+            t, h, w = tok.pos.T.numpy()
+            for name in targets:
+                targets[name].append(torch.from_numpy(cells[name][t, h, w]))
+            embeds.append(tok.embeds)
+        x = torch.cat(embeds)
+        return sum(torch.nn.functional.cross_entropy(head(x).float(), torch.cat(targets[name]))
+                   for name, head in self.heads.items()) / len(self.heads)
+
+
+def forward_batch(llm, encoder, items, fps: float = 8.0, aux: AuxHeads | None = None):
+    """Teacher-forced forward of a batch -> (loss, per-item exact match [B] bool, aux loss or None).
 
     Builds each prompt exactly as inference does: `render(question)` around the video, the kept
     (here: all) video tokens at their M-RoPE positions, then the answer and <|im_end|>.
@@ -194,6 +222,7 @@ def forward_batch(llm, encoder, items, fps: float = 8.0):
     tp = llm.temporal_patch_size
     times = [torch.arange(int(g[0]), dtype=torch.float32) * tp / fps for g in grids]
     tokens = encoder.encode(out["pixel_values_videos"], grids, times).split()
+    aux_loss = None if aux is None else aux.loss(tokens, items, int(proc.patch_size) * llm.merge_size, tp)
     before, _ = llm.render("")
     ids_before = llm._tokenize(before)
     emb_table = llm.model.get_input_embeddings()
@@ -223,7 +252,7 @@ def forward_batch(llm, encoder, items, fps: float = 8.0):
     pred = logits.argmax(-1)
     supervised = lab != -100
     exact = ((pred == lab) | ~supervised).all(dim=1)
-    return loss, exact
+    return loss, exact, aux_loss
 
 
 def evaluate(llm, encoder, split: str, n: int, cfg: SynthConfig, base_seed: int, batch: int = 32) -> dict:
@@ -233,7 +262,7 @@ def evaluate(llm, encoder, split: str, n: int, cfg: SynthConfig, base_seed: int,
     with torch.no_grad():
         for start in range(0, n, batch):
             items = batch_items(split, start, min(batch, n - start), cfg, base_seed)
-            _, exact = forward_batch(llm, encoder, items)
+            _, exact, _ = forward_batch(llm, encoder, items)
             for it, ok in zip(items, exact.tolist()):
                 per_family.setdefault(it.family, []).append(int(ok))
     encoder.train(), llm.model.train()
@@ -265,16 +294,20 @@ def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n
     cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
     model_dir = out / "model"
     llm, encoder = build_model(recipe, model_dir)
+    aux = AuxHeads(recipe.width) if recipe.aux_weight > 0 else None
     params = list(llm.model.model.language_model.parameters()) + list(llm.model.lm_head.parameters()) + list(encoder.parameters())
+    params += list(aux.parameters()) if aux is not None else []
     params = list({id(p): p for p in params}.values())  # tied embeddings appear twice
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98))
     ckpt = out / "ckpt.pt"
     step, history = 0, []
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state["recipe"] != asdict(recipe):
+        if recipe_of(state) != recipe:
             raise SystemExit(f"{ckpt} was trained with a different recipe; use a fresh --out")
         llm.model.load_state_dict(state["model"]), encoder.load_state_dict(state["encoder"])
+        if aux is not None:
+            aux.load_state_dict(state["aux"])
         opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
         torch.set_rng_state(state["rng"])
@@ -290,28 +323,30 @@ def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         items = batch_items("train", step * recipe.batch, recipe.batch, cfg, recipe.seed)
-        loss, exact = forward_batch(llm, encoder, items)
+        loss, exact, aux_loss = forward_batch(llm, encoder, items, aux=aux)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if aux_loss is None else loss + recipe.aux_weight * aux_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         if step % 20 == 0:
             rate = (time.monotonic() - t0) / 20
             t0 = time.monotonic()
-            log.warning("step %d loss %.4f batch-acc %.3f lr %.2e %.2f s/step", step, loss.item(), exact.float().mean().item(), lr_at(step, recipe), rate)
+            log.warning("step %d loss %.4f%s batch-acc %.3f lr %.2e %.2f s/step", step, loss.item(),
+                        "" if aux_loss is None else f" aux {aux_loss.item():.4f}", exact.float().mean().item(), lr_at(step, recipe), rate)
         if step % eval_every == 0 or step == recipe.total_steps:
             res = evaluate(llm, encoder, "validation", eval_n, cfg, recipe.seed)
             history.append({"step": step, **res})
             log.warning("step %d validation %s", step, json.dumps(res))
-            _save_ckpt(ckpt, llm, encoder, opt, step, history, recipe)
-    _save_ckpt(ckpt, llm, encoder, opt, step, history, recipe)
+            _save_ckpt(ckpt, llm, encoder, aux, opt, step, history, recipe)
+    _save_ckpt(ckpt, llm, encoder, aux, opt, step, history, recipe)
     return {"step": step, "history": history}
 
 
-def _save_ckpt(path: Path, llm, encoder, opt, step, history, recipe) -> None:
+def _save_ckpt(path: Path, llm, encoder, aux, opt, step, history, recipe) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": llm.model.state_dict(), "encoder": encoder.state_dict(), "opt": opt.state_dict(), "step": step,
+                "aux": None if aux is None else aux.state_dict(),
                 "history": history, "rng": torch.get_rng_state(), "recipe": asdict(recipe)}, tmp)
     tmp.replace(path)  # atomic: an interrupted save never corrupts the last checkpoint
 
@@ -329,9 +364,20 @@ def load_weights(llm, encoder, model_dir: Path) -> None:
     encoder.load_state_dict(load_file(str(model_dir / ST3D_WEIGHTS)))
 
 
-def export(out: Path, dest: Path, recipe: DemoRecipe) -> Path:
-    """Write the trained model as a shippable directory (safetensors, configs, tokenizer, processor)."""
-    state = torch.load(out / "ckpt.pt", weights_only=False)
+def recipe_of(state: dict) -> DemoRecipe:
+    """The recipe a checkpoint was trained with (fields added since read as their defaults)."""
+    fields = {**asdict(DemoRecipe()), **state["recipe"]}
+    return DemoRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def export(out: Path, dest: Path) -> Path:
+    """Write the trained model as a shippable directory (safetensors, configs, tokenizer, processor),
+    built with the recipe stored in the run's checkpoint."""
+    ckpt = out / "ckpt.pt"
+    if not ckpt.exists():
+        raise BadRequest(f"train-demo --export: {ckpt} does not exist; train into {out} first")
+    state = torch.load(ckpt, weights_only=False)
+    recipe = recipe_of(state)
     llm, encoder = build_model(recipe, out / "model")
     llm.model.load_state_dict(state["model"]), encoder.load_state_dict(state["encoder"])
     if dest.exists():
@@ -356,19 +402,22 @@ def add_arguments(p) -> None:
                    help="encoder axes with absolute sin/cos coordinates, e.g. t,h,w ('' = RoPE only)")
     p.add_argument("--tokens-per-second", type=int, default=DemoRecipe.tokens_per_second,
                    help="M-RoPE temporal positions per second of video (2 = Qwen2.5-VL's)")
+    p.add_argument("--aux-weight", type=float, default=DemoRecipe.aux_weight,
+                   help="weight of the per-token auxiliary loss (colour, kind, motion of each token's cell); 0 = off")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-n", type=int, default=140, help="validation items per evaluation (20 per family)")
     p.add_argument("--init-from", default=None, metavar="DIR", help="start a new run from an exported model's weights")
-    p.add_argument("--export", default=None, metavar="DIR", help="only export the run's checkpoint to DIR (e.g. models/vidsieve-tiny)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="only export the run's checkpoint to DIR (e.g. models/vidsieve-tiny), with the recipe it was trained with")
 
 
 def run(args) -> int:
     axes = tuple(a for a in args.abs_pos.split(",") if a)
     recipe = DemoRecipe(total_steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, text_layers=args.text_layers,
-                        encoder_abs_pos=axes, tokens_per_second=args.tokens_per_second)
+                        encoder_abs_pos=axes, tokens_per_second=args.tokens_per_second, aux_weight=args.aux_weight)
     out = Path(args.out)
     if args.export:
-        print(export(out, Path(args.export), recipe))
+        print(export(out, Path(args.export)))
         return 0
     logging.getLogger(__name__).setLevel(logging.WARNING)
     res = train(out, recipe, args.minutes, args.eval_every, args.eval_n, init_from=args.init_from)

@@ -18,7 +18,8 @@ TINY = dict(width=32, encoder_depth=1, encoder_heads=2, encoder_mlp=32, text_lay
 
 def weights(out):
     state = torch.load(out / "ckpt.pt", weights_only=False)
-    return state["step"], {**state["model"], **{f"enc.{k}": v for k, v in state["encoder"].items()}}
+    aux = {f"aux.{k}": v for k, v in (state["aux"] or {}).items()}
+    return state["step"], {**state["model"], **{f"enc.{k}": v for k, v in state["encoder"].items()}, **aux}
 
 
 def test_tokenizer_knows_every_question_word():
@@ -31,7 +32,8 @@ def test_tokenizer_knows_every_question_word():
 
 
 def test_resume_is_exact_and_runs_are_deterministic(tmp_path):
-    recipe = DemoRecipe(**TINY, total_steps=4)
+    # with the auxiliary per-token loss on, so its heads and their optimizer state resume too
+    recipe = DemoRecipe(**TINY, total_steps=4, aux_weight=0.5)
     a = tmp_path / "a"
     res = train(a, recipe, minutes=60, eval_every=2, eval_n=2)
     assert res["step"] == 4 and [h["step"] for h in res["history"]] == [2, 4]
@@ -39,6 +41,7 @@ def test_resume_is_exact_and_runs_are_deterministic(tmp_path):
     train(b, recipe, minutes=60, eval_every=2, eval_n=2)
     step_a, wa = weights(a)
     step_b, wb = weights(b)
+    assert any(k.startswith("aux.") for k in wa)
     assert step_a == step_b == 4
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "same seed, same recipe: same weights"
     # Resume: a run interrupted after 2 steps and continued equals the straight run.
@@ -63,10 +66,11 @@ def test_changed_recipe_refuses_to_resume(tmp_path):
 def test_export_loads_in_the_engine_with_the_st3d_encoder(tmp_path):
     recipe = DemoRecipe(**TINY, total_steps=2)
     train(tmp_path / "run", recipe, minutes=60, eval_every=2, eval_n=2)
-    model = export(tmp_path / "run", tmp_path / "model", recipe)
+    model = export(tmp_path / "run", tmp_path / "model")  # the recipe comes from the checkpoint
     assert (model / "encoder.safetensors").is_file() and (model / "encoder_config.json").is_file()
     assert json.loads((model / "encoder_config.json").read_text())["family"] == "st3d"
-    assert json.loads((model / "training.json").read_text())["step"] == 2
+    training = json.loads((model / "training.json").read_text())
+    assert training["step"] == 2 and training["recipe"]["width"] == TINY["width"]
     # A new run can start from the exported weights (how a later, longer run continues this one).
     train(tmp_path / "run2", recipe, minutes=60, eval_every=2, eval_n=2, stop_at_step=0, init_from=model)
     _, w2 = weights(tmp_path / "run2")
