@@ -268,12 +268,19 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for s in sorted({r["strategy"] for r in rows}):
-        pts = sorted((r["tokens_per_frame"], r["accuracy"], r["ms_per_video"]) for r in rows if r["strategy"] == s)
+    strategies = sorted({r["strategy"] for r in rows})
+    for k, s in enumerate(strategies):
+        pts = sorted((r["tokens_per_frame"], r["accuracy"], r["ms_per_video"], *r["ci95"]) for r in rows if r["strategy"] == s)
         x = [p[0] for p in pts]
-        ax1.plot(x, [p[1] for p in pts], marker="o", label=s)
+        # 95% intervals as error bars, each strategy nudged sideways a little so the bars stay apart
+        nudge = [v * 1.025 ** (k - (len(strategies) - 1) / 2) for v in x]
+        err = [[p[1] - p[3] for p in pts], [p[4] - p[1] for p in pts]]
+        ax1.errorbar(nudge, [p[1] for p in pts], yerr=err, marker="o", capsize=2, elinewidth=0.8, label=s)
         ax2.plot(x, [p[2] for p in pts], marker="o", label=s)
-    ax1.set(xlabel="visual tokens per frame", ylabel="accuracy", title="accuracy vs tokens per frame", xscale="log")
+    for r in rows:
+        if r["strategy"] == "none":  # the full-token accuracy every budget is measured against
+            ax1.axhline(r["accuracy"], color="grey", linestyle="--", linewidth=0.8)
+    ax1.set(xlabel="visual tokens per frame", ylabel="accuracy (95% interval)", title="accuracy vs tokens per frame", xscale="log")
     ax2.set(xlabel="visual tokens per frame", ylabel="ms per video (decode to answer)", title="latency", xscale="log")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
