@@ -1,6 +1,6 @@
 """Train `vidsieve-tiny`, the shipped demo model, on the synthetic video QA of `pipeline/synthqa.py`.
 
-    vidsieve train-demo --out runs/demo --minutes 90          # resumes from runs/demo/ckpt.pt
+    vidsieve train-demo --out runs/demo --minutes 100         # resumes from runs/demo/ckpt.pt
     vidsieve train-demo --out runs/demo --export models/vidsieve-tiny
 
 The model is vidsieve's own `st3d` encoder (3D (t, h, w) RoPE, joint space-time attention) feeding a
@@ -15,6 +15,11 @@ chat template split by `QwenVL.render`, M-RoPE positions from `pipeline.position
 token streams only; compression at inference is training-free. Batches are rendered on the fly from
 seeds (`split_seed("train", i)`), so a run is deterministic given its seed and resumes exactly
 from its last checkpoint (step, weights, optimizer, schedule).
+
+Besides the answer's cross-entropy, each visual token is supervised with what its cell holds
+(colour, shape kind, motion: `pipeline/synth_targets.py`, weight `aux_weight`) through linear heads
+that are not exported. The answer alone is about one bit per video; with it, this model sat at
+chance on the motion, order and position families for thousands of steps (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -73,27 +78,33 @@ class DemoRecipe:
     encoder_depth: int = 3
     encoder_heads: int = 4
     encoder_mlp: int = 256
-    # () = RoPE only, as the shipped model; ("h", "w") / ("t", "h", "w") add absolute sin/cos
-    # coordinates to the patch embedding (EncoderConfig.abs_pos_axes).
-    encoder_abs_pos: tuple[str, ...] = ()
-    text_layers: int = 2
+    # Absolute sin/cos coordinates of these axes added to the patch embedding
+    # (EncoderConfig.abs_pos_axes); () = RoPE only. RoPE alone leaves token content position-blind.
+    encoder_abs_pos: tuple[str, ...] = ("t", "h", "w")
+    text_layers: int = 4
     text_heads: int = 4
     text_kv_heads: int = 2
     text_mlp: int = 384
     mrope_section: tuple[int, int, int] = (4, 6, 6)
-    tokens_per_second: int = 2
+    # M-RoPE temporal positions per second (Qwen2.5-VL: 2). At 8 sampled fps and 2-frame tubelets, 2
+    # puts consecutive tubelets at t = 0, 0, 1, 1, ...; 8 gives each tubelet its own position.
+    tokens_per_second: int = 8
     text_rope_theta: float = 10000.0
     batch: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 100
-    total_steps: int = 3500
+    total_steps: int = 14000
     weight_decay: float = 0.01
     # Weight of the auxiliary per-token loss (`AuxHeads`: what colour, kind and motion is in each
     # visual token's cell, from `pipeline.synth_targets`); 0 = answer loss only.
-    aux_weight: float = 0.0
+    aux_weight: float = 1.0
     seed: int = 0
     frames: int = 8
     size: int = 112
+
+
+# What a checkpoint written before a recipe field existed was trained with (not today's defaults).
+_RECIPE_BEFORE_FIELD = {"encoder_abs_pos": (), "text_rope_theta": 10000.0, "aux_weight": 0.0}
 
 
 def build_tokenizer(words: list[str]):
@@ -365,8 +376,8 @@ def load_weights(llm, encoder, model_dir: Path) -> None:
 
 
 def recipe_of(state: dict) -> DemoRecipe:
-    """The recipe a checkpoint was trained with (fields added since read as their defaults)."""
-    fields = {**asdict(DemoRecipe()), **state["recipe"]}
+    """The recipe a checkpoint was trained with (fields it predates read as what it did without them)."""
+    fields = {**_RECIPE_BEFORE_FIELD, **state["recipe"]}
     return DemoRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 

@@ -14,9 +14,14 @@ from pipeline.scoring import is_correct
 pytestmark = pytest.mark.skipif(not (DEMO_MODEL_DIR / "config.json").is_file(), reason="demo model not shipped")
 
 
-def test_demo_model_counts_shapes_on_held_out_videos(tmp_path):
-    """The model card says it learned `count` (0.95-1.0 on the test split); 6 of 8 right by chance
-    (p = 0.25 each) has probability about 0.004."""
+# The families the model card reports as learned (>= 0.9 each on the test split); `order` is not.
+LEARNED = ("colour", "count", "direction", "half", "moved", "position")
+
+
+def test_demo_model_answers_held_out_videos(tmp_path):
+    """Held-out test items written as H.264 files, answered through the whole inference path (decode,
+    processor, st3d encoder, M-RoPE positions, generation): a mismatch anywhere between training and
+    inference costs accuracy. At chance (0.17-0.5 per family) 40 of 48 right has probability < 1e-9."""
     from pipeline.synth_dataset import write_dataset
     from pipeline.synthqa import SynthConfig
     from pipeline.train_demo import DemoRecipe
@@ -24,16 +29,17 @@ def test_demo_model_counts_shapes_on_held_out_videos(tmp_path):
     r = DemoRecipe()
     index = write_dataset(tmp_path, "test", 56, cfg=SynthConfig(frames=r.frames, size=r.size))
     items = [json.loads(x) for x in index.read_text().splitlines()]
-    count = [x for x in items if x["family"] == "count"]
-    assert len(count) == 8
+    learned = [x for x in items if x["family"] in LEARNED]
+    assert len(learned) == 48
     engine = Engine()  # the default model is the shipped demo model
     assert engine.model_dir == DEMO_MODEL_DIR
-    right = 0
-    for x in count:
+    wrong = []
+    for x in learned:
         ans = engine.ask(tmp_path / x["video"], x["question"], AskOptions(fps=240.0, max_new_tokens=4))
         assert ans["stats"]["grid"] == [r.frames // 2, r.size // 28, r.size // 28]
-        right += is_correct(ans["answer"], x["answer"], x["options"])
-    assert right >= 6, f"{right}/8 count questions right"
+        if not is_correct(ans["answer"], x["answer"], x["options"]):
+            wrong.append((x["family"], x["answer"], ans["answer"]))
+    assert len(wrong) <= 8, f"{48 - len(wrong)}/48 right; wrong: {wrong}"
 
 
 def test_demo_command_runs_the_whole_pipeline(capsys):

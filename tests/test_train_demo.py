@@ -9,7 +9,7 @@ import torch
 
 from pipeline.engine import Engine
 from pipeline.options import AskOptions
-from pipeline.train_demo import DemoRecipe, build_tokenizer, corpus_words, export, train
+from pipeline.train_demo import DemoRecipe, build_tokenizer, corpus_words, export, recipe_of, train
 from pipeline.synthqa import vocabulary
 
 TINY = dict(width=32, encoder_depth=1, encoder_heads=2, encoder_mlp=32, text_layers=1, text_heads=2, text_kv_heads=1,
@@ -63,8 +63,18 @@ def test_changed_recipe_refuses_to_resume(tmp_path):
         train(tmp_path, DemoRecipe(**{**TINY, "lr": 2e-3}, total_steps=1), minutes=60, eval_every=1, eval_n=2)
 
 
+def test_a_checkpoint_older_than_a_recipe_field_reads_as_trained():
+    # the first shipped model's recipe, written before abs-pos, text rope theta and the aux loss existed
+    old = dict(width=128, encoder_depth=3, encoder_heads=4, encoder_mlp=256, text_layers=2, text_heads=4, text_kv_heads=2,
+               text_mlp=384, mrope_section=[4, 6, 6], tokens_per_second=2, batch=16, lr=5e-4, warmup=100,
+               total_steps=3500, weight_decay=0.01, seed=0, frames=8, size=112)
+    recipe = recipe_of({"recipe": old})
+    assert (recipe.aux_weight, recipe.encoder_abs_pos, recipe.text_rope_theta, recipe.mrope_section) == (0.0, (), 1e4, (4, 6, 6))
+    assert recipe != DemoRecipe(**{**old, "mrope_section": (4, 6, 6)})  # today's defaults differ: not read from them
+
+
 def test_export_loads_in_the_engine_with_the_st3d_encoder(tmp_path):
-    recipe = DemoRecipe(**TINY, total_steps=2)
+    recipe = DemoRecipe(**TINY, total_steps=2, aux_weight=0.0)  # the answer loss alone
     train(tmp_path / "run", recipe, minutes=60, eval_every=2, eval_n=2)
     model = export(tmp_path / "run", tmp_path / "model")  # the recipe comes from the checkpoint
     assert (model / "encoder.safetensors").is_file() and (model / "encoder_config.json").is_file()
