@@ -14,7 +14,7 @@ Classes (0 always means "no shape here"):
 
 Why: the demo model's question families ask about colour, kind, motion, count, position and order
 of shapes. Supervising each visual token with what is in its cell gives the small encoder a dense
-signal from the first step, where the answer word alone is one bit per video (`train_demo`).
+signal from the first step, where the answer word alone is a few bits per video (`train_demo`).
 """
 
 from __future__ import annotations

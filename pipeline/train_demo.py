@@ -18,8 +18,8 @@ from its last checkpoint (step, weights, optimizer, schedule).
 
 Besides the answer's cross-entropy, each visual token is supervised with what its cell holds
 (colour, shape kind, motion: `pipeline/synth_targets.py`, weight `aux_weight`) through linear heads
-that are not exported. The answer alone is about one bit per video; with it, this model sat at
-chance on the motion, order and position families for thousands of steps (docs/benchmarks.md).
+that are not exported. The answer word alone is a few bits per video: trained on it alone, this model
+sat at chance on the motion, order and position families for thousands of steps (models/vidsieve-tiny/README.md).
 """
 
 from __future__ import annotations
