@@ -249,14 +249,14 @@ def markdown_table(rows: list[dict], families: list[str] | None = None) -> str:
 def write_outputs(rows: list[dict], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     families = sorted({f for r in rows for f in r["families"]})
-    cols = ["strategy", "budget", "keep_ratio", "tokens_per_frame", "accuracy", "n", "errors",
+    cols = ["strategy", "budget", "keep_ratio", "tokens_per_frame", "accuracy", "ci95_low", "ci95_high", "n", "errors",
             "relative_to_full", "lost", "gained", "ms_per_video", "ms_after_encode"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(cols[:5] + ["ci95_low", "ci95_high"] + cols[5:] + [f"acc_{x}" for x in families])
+        w.writerow(cols + [f"acc_{x}" for x in families])
         for r in rows:
-            w.writerow([r.get(c, "") for c in cols[:5]] + r["ci95"] + [r.get(c, "") for c in cols[5:]]
-                       + [r["families"].get(x, "") for x in families])
+            flat = {**r, "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]}
+            w.writerow([flat.get(c, "") for c in cols] + [r["families"].get(x, "") for x in families])
     (out / "results.md").write_text(markdown_table(rows))
     plot(rows, out / "accuracy_vs_tokens.png")
 
