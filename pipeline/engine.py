@@ -213,7 +213,7 @@ class Engine:
                 raise ValueError("a question-aware strategy needs the question at compression time")
             query = self.llm.question_embeds(question)
         t = time.perf_counter()
-        tokens = compress(encoded.tokens, "+".join(rest), _budget(opts), signals=signals, query=query)
+        tokens = compress(encoded.tokens, "+".join(rest), _budget(opts), signals=signals, query=query, dropped=opts.dropped)
         timings = {**encoded.timings_ms, "compress": _ms(t)}
         return replace(encoded, tokens=tokens, timings_ms=timings, budget_label=opts.budget_label, compressed=True)
 
@@ -261,6 +261,8 @@ class Engine:
                 strategy=opts.strategy,
                 budget=encoded.budget_label,
                 position_mode=opts.position_mode,
+                dropped=opts.dropped,
+                attention=opts.attention,
                 timings_ms=timings,
                 model=self.model_name,
                 signal_source=encoded.signal_source,
@@ -271,7 +273,7 @@ class Engine:
 
     def prefill(self, encoded: Encoded, opts: AskOptions):
         """The question-independent prefix (system turn, user turn start, video), KV cache filled."""
-        return self.llm.prefill_video(encoded.tokens, encoded.second_per_grid, mode=opts.position_mode)
+        return self.llm.prefill_video(encoded.tokens, encoded.second_per_grid, mode=opts.position_mode, attention=opts.attention)
 
     # ---- whole requests ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import torch
 from encoders.errors import VidsieveError
 from encoders.tokens import VisualTokens
 from pipeline.positions import POSITION_MODES, TEXT_AFTER_RULES, VideoSpan, generation_position_ids, prompt_position_ids
+from pipeline.weighting import ATTENTION_MODES, attention_mask, key_bias
 from pipeline.sampling import GenerationConfig, TextStream, next_token
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class VideoPrefix:
     cache: the language model's KV cache after the prefix (copied, never mutated, by questions).
     ids: [L0] prompt ids of the prefix (video slots hold the video token id).
     text_before: number of text tokens before the video; span: the video's kept tokens and grid.
+    key_bias: [L0] float32 additive attention bias of the prefix's keys (log weight of each visual
+    row, 0 for text) under proportional attention, or None (plain attention, or no row merged).
     """
 
     cache: object
@@ -80,6 +83,7 @@ class VideoPrefix:
     text_after: str
     prefix_text: str
     prefill_ms: float
+    key_bias: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -260,11 +264,20 @@ class QwenVL:
         return emb.unsqueeze(0)
 
     @torch.inference_mode()
-    def _forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
-        """[1, L, D] embeds, [3, L] int64 or float32 positions -> [V] float32 logits of the last position (cache updated)."""
+    def _forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """[1, L, D] embeds, [3, L] int64 or float32 positions -> [V] float32 logits of the last position (cache updated).
+
+        key_bias: None (transformers' own causal mask) or [K0] float32 bias of the first K0 keys of
+        the whole sequence (proportional attention); keys past K0 get 0.
+        """
+        mask = None
+        if key_bias is not None:
+            past = cache.get_seq_length()
+            mask = attention_mask(key_bias, past, embeds.shape[1], embeds.dtype).to(self.device)
         out = self.model.model.language_model(
             inputs_embeds=embeds,
             position_ids=position_ids.to(self.device).unsqueeze(1),
+            attention_mask=mask,
             past_key_values=cache,
             use_cache=True,
         )
@@ -274,19 +287,24 @@ class QwenVL:
 
     @torch.inference_mode()
     def prefill_video(
-        self, tokens: VisualTokens, second_per_grid: float, mode: str = "keep", text_after: str = "spatial"
+        self, tokens: VisualTokens, second_per_grid: float, mode: str = "keep", text_after: str = "spatial",
+        attention: str = "proportional",
     ) -> VideoPrefix:
         """Prefill the prompt up to and including the video's tokens (in the order given).
 
         mode: a `pipeline.positions.POSITION_MODES` name; "centroid" places merged rows at the mean
         of their members' positions (float32 position ids), the others use int64 ids.
+        attention: "proportional" (a row standing for w original tokens gets log(w) added to its
+        attention logits, so it draws the attention its w originals drew; `pipeline/weighting.py`)
+        or "plain". Equal when every weight is 1; then transformers' own causal mask is used.
         """
         from transformers import DynamicCache
 
         if tokens.num_videos != 1:
             raise ValueError(f"prefill_video takes one video's tokens, got a pack of {tokens.num_videos}")
-        if mode not in POSITION_MODES or text_after not in TEXT_AFTER_RULES:
-            raise ValueError(f"mode must be in {POSITION_MODES} and text_after in {TEXT_AFTER_RULES}, got {mode!r}, {text_after!r}")
+        if mode not in POSITION_MODES or text_after not in TEXT_AFTER_RULES or attention not in ATTENTION_MODES:
+            raise ValueError(f"mode must be in {POSITION_MODES}, text_after in {TEXT_AFTER_RULES} and attention in "
+                             f"{ATTENTION_MODES}, got {mode!r}, {text_after!r}, {attention!r}")
         t0 = time.perf_counter()
         before, _ = self.render("")
         ids_before = self._tokenize(before)
@@ -297,8 +315,11 @@ class QwenVL:
         span = VideoSpan(pos=tokens.pos.cpu(), grid=grid, second_per_grid=float(second_per_grid), members=members)
         ids = ids_before + [self.video_token_id] * len(tokens)
         positions = prompt_position_ids([len(ids_before), span], self.tokens_per_second, mode, text_after)
+        bias = key_bias(len(ids_before), tokens.weight) if attention == "proportional" else None
+        if bias is not None:
+            self._check_custom_mask()
         cache = DynamicCache(config=self.model.config.text_config)
-        self._forward(self._embed(ids, tokens.embeds), positions.position_ids, cache)
+        self._forward(self._embed(ids, tokens.embeds), positions.position_ids, cache, bias)
         return VideoPrefix(
             cache=cache,
             ids=ids,
@@ -309,7 +330,15 @@ class QwenVL:
             text_after=text_after,
             prefix_text=before,
             prefill_ms=(time.perf_counter() - t0) * 1e3,
+            key_bias=bias,
         )
+
+    def _check_custom_mask(self) -> None:
+        impl = getattr(self.model.config.text_config, "_attn_implementation", None) or "sdpa"
+        if impl not in ("sdpa", "eager"):
+            raise VidsieveError(f"proportional attention needs an additive attention mask, which the {impl!r} attention "
+                                "implementation does not take; load the model with sdpa or eager attention, or ask with "
+                                "attention='plain'")
 
     @torch.inference_mode()
     def _prefill_question(self, prefix: VideoPrefix, question: str):
@@ -326,7 +355,7 @@ class QwenVL:
             [prefix.text_before, prefix.span, len(suffix)], self.tokens_per_second, prefix.mode, prefix.text_after
         )
         cache = copy.deepcopy(prefix.cache)
-        logits = self._forward(self._embed(suffix), positions.position_ids[:, len(prefix.ids) :], cache)
+        logits = self._forward(self._embed(suffix), positions.position_ids[:, len(prefix.ids) :], cache, prefix.key_bias)
         return logits, cache, positions.next_position, suffix
 
     @torch.inference_mode()
@@ -352,7 +381,7 @@ class QwenVL:
             # vision placeholder id the model happened to produce (it is not a slot for visual tokens).
             with torch.inference_mode():
                 embeds = self.model.get_input_embeddings()(torch.tensor([[tok]], device=self.device))
-            logits = self._forward(embeds, generation_position_ids(next_position, 1, offset=k), cache)
+            logits = self._forward(embeds, generation_position_ids(next_position, 1, offset=k), cache, prefix.key_bias)
         timings["generate"] = (time.perf_counter() - t1) * 1e3
 
     def stream(self, prefix: VideoPrefix, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:

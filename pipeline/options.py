@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from encoders.errors import BadRequest
+from pipeline.weighting import ATTENTION_MODES
+from tokencomp.plan import DROPPED_MODES
 
 POSITION_MODES = ("keep", "compact", "centroid")
 CODEC_PLACEMENTS = ("after", "before")
@@ -32,6 +34,12 @@ class AskOptions:
         (a merged token at the mean of the positions it absorbed).
     codec_placement: for strategies starting with `codec`: "after" the encoder (drop tokens; the
         encoder sees everything, default) or "before" it (only the chosen cells are encoded).
+    dropped: what compression does with the tokens a strategy drops: "absorb" (default: each is
+        counted in the weight of the kept token most like it, `tokencomp.plan.absorb_dropped`) or
+        "drop" (plain pruning). Pre-selection (codec_placement="before") never encodes the cells
+        it skips, so those are not counted.
+    attention: "proportional" (default: a token standing for w originals gets log(w) added to its
+        attention logits in the LLM, `pipeline/weighting.py`) or "plain" (every token counts once).
     chunk_frames: process the video in runs of this many sampled frames (a multiple of the
         model's tubelet, 2 frames): the next run decodes while the current one is encoded, and
         frames and encoder activations are held for about three runs only, whatever the video's
@@ -52,6 +60,8 @@ class AskOptions:
     position_mode: str = "keep"
     codec_placement: str = "after"
     chunk_frames: int | None = None
+    dropped: str = "absorb"
+    attention: str = "proportional"
 
     def __post_init__(self):
         _check(isinstance(self.strategy, str) and self.strategy.strip() != "", "strategy", "a strategy name", self.strategy)
@@ -75,6 +85,8 @@ class AskOptions:
             _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
         _check(self.position_mode in POSITION_MODES, "position_mode", f"one of {POSITION_MODES}", self.position_mode)
         _check(self.codec_placement in CODEC_PLACEMENTS, "codec_placement", f"one of {CODEC_PLACEMENTS}", self.codec_placement)
+        _check(self.dropped in DROPPED_MODES, "dropped", f"one of {DROPPED_MODES}", self.dropped)
+        _check(self.attention in ATTENTION_MODES, "attention", f"one of {ATTENTION_MODES}", self.attention)
         if self.chunk_frames is not None:
             _check(_is_int(self.chunk_frames) and 2 <= self.chunk_frames <= 4096 and self.chunk_frames % 2 == 0,
                    "chunk_frames", "an even integer in [2, 4096]", self.chunk_frames)

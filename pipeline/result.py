@@ -32,6 +32,8 @@ def build_result(
     signal_source: str | None = None,
     prompt_tokens: int | None = None,
     chunks: dict | None = None,
+    dropped: str | None = None,
+    attention: str | None = None,
 ) -> dict[str, Any]:
     """The answer dict for one question about one video.
 
@@ -56,6 +58,9 @@ def build_result(
             "strategy": strategy,
             "budget": budget,
             "position_mode": position_mode,
+            "dropped": dropped,
+            "attention": attention,
+            "weight_sum": int(tokens.weight.sum()),
             "sampled_fps": float(sampled_fps),
             "frame_times_s": [round(float(t), 6) for t in frame_times_s],
             "signal_source": signal_source,

@@ -38,6 +38,8 @@ class AskForm(BaseModel):
     fps: float | None = Field(None, description="frames sampled per second (default 2)")
     max_frames: int | None = Field(None, description="cap on sampled frames")
     max_new_tokens: int | None = Field(None, description="cap on generated tokens")
+    dropped: str | None = Field(None, description="tokens a strategy drops: 'absorb' (default; counted on the most similar kept token) or 'drop'", max_length=16)
+    attention: str | None = Field(None, description="'proportional' (default; a token standing for w originals draws the attention of w) or 'plain'", max_length=16)
 
 
 # FastAPI documents a form model as urlencoded only; it is multipart when it carries the video (both are accepted).

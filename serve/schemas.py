@@ -59,6 +59,8 @@ class AskOptionsBody(BaseModel):
     codec_placement: str | None = Field(None, description="for strategies starting with 'codec': 'after' the encoder (default) or 'before' it (only chosen cells are encoded)", max_length=16)
     chunk_frames: int | None = Field(None, description="process the video in runs of this many sampled frames (even; bounded memory for long videos)")
     position_mode: str | None = Field(None, description="'keep' (original positions), 'compact' (renumbered) or 'centroid' (merged tokens at their members' mean position)", max_length=32)
+    dropped: str | None = Field(None, description="tokens a strategy drops: 'absorb' (default; counted in the weight of the most similar kept token) or 'drop'", max_length=16)
+    attention: str | None = Field(None, description="'proportional' (default; a token standing for w originals draws the attention of w) or 'plain'", max_length=16)
 
 
 # ---------------------------------------------------------------- the answer
@@ -88,6 +90,9 @@ class AskStats(BaseModel):
     strategy: str = Field(description="compression strategy used")
     budget: str = Field(description="the budget asked for ('all', 'keep_ratio=0.25', ...)")
     position_mode: str = Field(description="how kept tokens were positioned")
+    dropped: str | None = Field(None, description="what happened to dropped tokens: 'absorb' or 'drop'")
+    attention: str | None = Field(None, description="'proportional' or 'plain' attention to weighted tokens")
+    weight_sum: int | None = Field(None, description="original tokens the visual tokens sent stand for (= tokens_before when nothing was lost)")
     sampled_fps: float = Field(description="sampling rate used")
     frame_times_s: list[float] = Field(description="timestamp of each sampled frame, seconds")
     signal_source: str | None = Field(None, description="where codec signals came from, if used")

@@ -137,6 +137,7 @@ class StandInEngine:
                 "frames": len(sampled), "grid": grid, "tokens_before": before, "tokens_after": len(kept),
                 "tokens_per_frame": len(kept) / len(sampled), "keep_ratio": len(kept) / before,
                 "strategy": options.strategy, "budget": options.budget_label, "position_mode": options.position_mode,
+                "dropped": options.dropped, "attention": options.attention,
                 "sampled_fps": fps, "frame_times_s": sampled, "signal_source": None, "model": self.model_name,
                 "timings_ms": {"decode": 1.0, "select": 0.0, "encode": 2.0, "compress": 0.5, "prefill": 3.0,
                                "generate": 4.0, "total": 10.5},

@@ -139,3 +139,15 @@ def test_bench_bad_dataset_is_one_line(tmp_path, capsys):
     assert main(["bench", "--dataset", str(ds), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidsieve: error:") and "ds.jsonl:1" in err and "\n" not in err
+
+
+def test_a_resumed_run_must_keep_its_settings(tmp_path):
+    from encoders.errors import BadRequest
+    from pipeline.bench_accuracy import check_settings
+
+    first = {"model": "m", "dropped": "absorb", "attention": "proportional", "max_new_tokens": 8}
+    check_settings(tmp_path, first)
+    check_settings(tmp_path, dict(first))  # same settings: resumes
+    with pytest.raises(BadRequest, match="dropped was 'absorb', now 'drop'") as e:
+        check_settings(tmp_path, {**first, "dropped": "drop"})
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)

@@ -86,9 +86,11 @@ def test_pruned_answer_equals_reference_at_original_positions(setup, capsys):
     rc, stdout, stderr = in_process(
         capsys, setup["video"], QUESTION, "--model", setup["model_dir"], "--fps", "3",
         "--strategy", "divprune", "--keep-ratio", "0.5", "--max-new-tokens", "10", "--json",
+        "--dropped", "drop", "--attention", "plain",  # plain pruning: what the reference below computes
     )
     assert rc == 0, stderr
     out = json.loads(stdout.strip().splitlines()[-1])
+    assert out["stats"]["weight_sum"] == 9 and (out["stats"]["dropped"], out["stats"]["attention"]) == ("drop", "plain")
     kept = torch.tensor(out["kept"])
     assert out["stats"]["tokens_after"] == len(kept) == 9 and out["stats"]["budget"] == "keep_ratio=0.5"
     raster = kept[:, 0] * 6 + kept[:, 1] * 3 + kept[:, 2]
@@ -96,6 +98,13 @@ def test_pruned_answer_equals_reference_at_original_positions(setup, capsys):
     llm = setup["llm"]
     ref = reference_pruned_greedy(llm, hf_inputs(llm, same_frames(setup)), raster, 10)
     assert out["output_token_ids"] == ref
+    # The defaults keep the same tokens, now standing for all 18 originals.
+    rc, stdout, stderr = in_process(
+        capsys, setup["video"], QUESTION, "--model", setup["model_dir"], "--fps", "3",
+        "--strategy", "divprune", "--keep-ratio", "0.5", "--max-new-tokens", "10", "--json",
+    )
+    default = json.loads(stdout.strip().splitlines()[-1])
+    assert default["kept"] == out["kept"] and default["stats"]["weight_sum"] == 18
 
 
 def test_plain_output_with_model_from_env(setup, capsys, monkeypatch):

@@ -53,6 +53,18 @@ def test_compression_keeps_budget_and_original_positions(engine, video):
     assert s["strategy"] == "temporal" and s["budget"] == "keep_ratio=0.25"
 
 
+def test_dropped_and_attention_reach_compression_and_the_llm(engine, video):
+    """Defaults: dropped tokens are absorbed (the kept ones stand for every original token) and the
+    LLM attends proportionally; "drop" + "plain" is plain pruning. Same kept positions either way."""
+    base = dict(strategy="codec", keep_ratio=0.25, max_new_tokens=3, fps=8.0)
+    absorbed = engine.ask(video, "What moves?", AskOptions(**base))
+    plain = engine.ask(video, "What moves?", AskOptions(**base, dropped="drop", attention="plain"))
+    a, p = absorbed["stats"], plain["stats"]
+    assert (a["dropped"], a["attention"], p["dropped"], p["attention"]) == ("absorb", "proportional", "drop", "plain")
+    assert absorbed["kept"] == plain["kept"]
+    assert a["weight_sum"] == a["tokens_before"] and p["weight_sum"] == p["tokens_after"] < p["tokens_before"]
+
+
 def test_ask_many_shares_the_prefix_and_matches_separate_asks(engine, video):
     opts = AskOptions(strategy="tome", keep_ratio=0.5, max_new_tokens=4, fps=8.0)
     questions = ["What moves?", "Which way does it go?"]
@@ -107,6 +119,8 @@ def test_full_preselection_equals_full_encoding(engine, video):
         (dict(strategy="tome"), "needs a budget"),
         (dict(strategy="nope", keep_ratio=0.5), "nope"),
         (dict(strategy="tome", keep_ratio=0.5, codec_placement="before"), "starting with 'codec'"),
+        (dict(strategy="tome", keep_ratio=0.5, dropped="lose"), "dropped must be one of"),
+        (dict(strategy="tome", keep_ratio=0.5, attention="loud"), "attention must be one of"),
     ],
 )
 def test_bad_requests_are_one_line_errors(engine, video, opts, message):

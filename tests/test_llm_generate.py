@@ -224,12 +224,12 @@ def test_centroid_mode_equals_transformers_at_member_mean_positions(setup):
     inp = hf_inputs(llm, setup["sampled"])
     ref, ref_pos = reference_merged_greedy(llm, inp, merged, NEW_TOKENS)
     gen = GenerationConfig(max_new_tokens=NEW_TOKENS)
-    centroid = llm.prefill_video(merged, vin.second_per_grid, mode="centroid")
+    centroid = llm.prefill_video(merged, vin.second_per_grid, mode="centroid", attention="plain")
     ours = llm.ask(centroid, QUESTION, gen).token_ids
     assert ours == ref, f"vidsieve {ours} vs reference {ref}"
     # The reference positions are fractional where rows merged, and differ from keep's (the
     # representative's) positions there; the logits differ too.
-    keep = llm.prefill_video(merged, vin.second_per_grid, mode="keep")
+    keep = llm.prefill_video(merged, vin.second_per_grid, mode="keep", attention="plain")
     n0 = keep.text_before
     keep_video = prompt_position_ids([n0, keep.span], llm.tokens_per_second, "keep").position_ids[:, n0:]
     ref_video = ref_pos[:, 0, n0 : n0 + len(merged)]

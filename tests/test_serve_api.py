@@ -53,7 +53,14 @@ def test_ask_returns_answer_dict_and_cleans_temp_files(video):
         body = r.json()
         assert body["answer"] and body["stats"]["budget"] == "keep_ratio=0.5"
         assert body["stats"]["tokens_after"] == len(body["kept"]) < body["stats"]["tokens_before"]
+        assert (body["stats"]["dropped"], body["stats"]["attention"]) == ("absorb", "proportional")  # the defaults
         assert served_files(c.app) == []
+        r = c.post("/v1/ask", files=upload(video), data={"question": "what moves?", "strategy": "codec", "keep_ratio": "0.5",
+                                                          "fps": "4", "dropped": "drop", "attention": "plain"})
+        s = r.json()["stats"]
+        assert (s["dropped"], s["attention"]) == ("drop", "plain"), s  # the form's options reached the engine
+        err = assert_error(c.post("/v1/ask", files=upload(video), data={"question": "q", "attention": "loud"}), 422)
+        assert "attention" in err["message"]
 
 
 @pytest.mark.parametrize("case", ["zero-byte.mp4", "random.mp4", "truncated.mp4", "text.mp4", "audio-only.mp4"])

@@ -192,3 +192,39 @@ def test_scene_cut_tubelet_gets_the_scene_floor(tmp_path):
         assert per_tubelet[0] >= 15 and per_tubelet[4] >= 15, (strategy, per_tubelet.tolist())
         assert all(per_tubelet[t] < per_tubelet[4] for t in (1, 2, 3, 5, 6, 7)), (strategy, per_tubelet.tolist())
         assert all(per_tubelet[t] >= 1 for t in range(grid[0])), "a tubelet went dark"
+
+
+def test_absorb_counts_the_dropped_background_on_kept_background_rows(square_video):
+    """codec keeps the square and drops the static background; with dropped="absorb" the dropped
+    background is counted on the kept rows that look like it (the scene-start background of tubelet
+    0), not on the square: per kept row, background rows stand for many more tokens."""
+    tokens, sampled = square_video["tokens"], square_video["sampled"]
+    grid = tuple(tokens.grids[0].tolist())
+    plain = compress(tokens, "codec", BUDGET, signals=sampled.signals, dropped="drop")
+    out = compress(tokens, "codec", BUDGET, signals=sampled.signals, dropped="absorb")
+    assert torch.equal(out.pos, plain.pos) and torch.equal(out.embeds, plain.embeds)
+    assert int(plain.weight.sum()) == len(plain) and int(out.weight.sum()) == len(tokens)
+    p = out.pos.numpy()
+    on_square = np.zeros(len(out), bool)
+    on_square[p[:, 0] >= 1] = square_video["square"][p[p[:, 0] >= 1, 0], p[p[:, 0] >= 1, 1], p[p[:, 0] >= 1, 2]]
+    in_background = (p[:, 0] == 0) & ~square_video["square"][1][p[:, 1], p[:, 2]] & ~square_video["square"][0][p[:, 1], p[:, 2]]
+    assert on_square.sum() >= 5 and in_background.sum() >= 5
+    w = out.weight.numpy()
+    assert w[in_background].mean() >= 4 * w[on_square].mean(), (w[in_background].mean(), w[on_square].mean())
+
+
+def test_absorb_goes_to_the_most_similar_kept_row():
+    """Hand-made rows: each dropped row's weight lands on its nearest kept row by cosine, in its own video."""
+    from encoders.tokens import VisualTokens
+    from tokencomp.plan import Plan, absorb_dropped, apply_plan
+
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.2, 0.8], [0.7, -0.7], [1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    pos = torch.tensor([[0, 0, i] for i in range(5)] + [[0, 0, i] for i in range(3)])
+    tokens = VisualTokens(embeds=e, pos=pos, time_s=torch.zeros(8), weight=torch.tensor([1, 1, 2, 3, 1, 1, 1, 5]),
+                          video_id=torch.tensor([0] * 5 + [1] * 3), grids=torch.tensor([[1, 1, 5], [1, 1, 3]]))
+    plan = Plan.keep(torch.tensor([0, 1, 5]), 8)  # video 0 keeps rows 0, 1; video 1 keeps row 5 only
+    out = absorb_dropped(tokens, plan, apply_plan(tokens, plan))
+    # Row 2 (w 2) and row 4 (w 1) are nearest row 0; row 3 (w 3) nearest row 1; video 1's rows 6, 7
+    # (w 1 + 5) can only go to row 5, though they look like row 1 of video 0.
+    assert out.weight.tolist() == [1 + 2 + 1, 1 + 3, 1 + 1 + 5]
+    assert torch.equal(out.embeds, e[[0, 1, 5]]) and out.members is None

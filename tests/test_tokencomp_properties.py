@@ -74,8 +74,8 @@ def _keys(pos: torch.Tensor) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in p) for p in pos]
 
 
-def check_output(inp: VisualTokens, out: VisualTokens, strategy: str, budget: Budget, signals):
-    """Everything a compressed pack must satisfy, per video."""
+def check_output(inp: VisualTokens, out: VisualTokens, strategy: str, budget: Budget, signals, dropped: str = "drop"):
+    """Everything a compressed pack must satisfy, per video (weights as `dropped` says)."""
     names = strategy.split("+")
     assert torch.equal(out.grids, inp.grids)
     # Order preserved (video, t, h, w), no duplicate positions.
@@ -97,9 +97,14 @@ def check_output(inp: VisualTokens, out: VisualTokens, strategy: str, budget: Bu
         in_time = dict(zip(_keys(vin.pos), vin.time_s.tolist()))
         for p, ts in zip(_keys(vout.pos), vout.time_s.tolist()):
             assert in_time[p] == ts, f"row at {p}: time {ts}, input had {in_time.get(p)}"
+        sizes = torch.tensor([g.shape[0] for g in vout.member_groups()], dtype=torch.int64)
+        if dropped == "absorb":
+            # Every input token is counted somewhere: the total is kept, each row at least its members.
+            assert len(vout) == 0 or int(vout.weight.sum()) == int(vin.weight.sum()), "absorb lost weight"
+            assert bool((vout.weight >= sizes).all()) or vin.members is not None
+            continue  # embeddings of later stages are averaged with the absorbed weights
         # Weights: merging keeps the total; dropping keeps each kept row's weight.
         assert int(vout.weight.sum()) <= int(vin.weight.sum())
-        sizes = torch.tensor([g.shape[0] for g in vout.member_groups()], dtype=torch.int64)
         assert torch.equal(vout.weight, sizes) or vin.members is not None
         present = int(torch.unique(vin.pos[:, 0]).numel())
         if set(names) <= MERGING | {"none"} or (names == ["uniform"] and k >= present):
@@ -117,12 +122,29 @@ def check_output(inp: VisualTokens, out: VisualTokens, strategy: str, budget: Bu
 @given(data=packs(), budget=budgets, which=st.sampled_from(ALL + COMPOSED))
 def test_every_strategy_contract(data, budget, which):
     tokens, signals, query = data
-    out = compress(tokens, which, budget, signals=signals, query=query)
+    out = compress(tokens, which, budget, signals=signals, query=query, dropped="drop")
     check_output(tokens, out, which, budget, signals)
     # Deterministic: same input, same output.
-    again = compress(tokens, which, budget, signals=signals, query=query)
+    again = compress(tokens, which, budget, signals=signals, query=query, dropped="drop")
     assert torch.equal(out.pos, again.pos) and torch.equal(out.embeds, again.embeds)
     assert torch.equal(out.weight, again.weight)
+
+
+@SETTINGS
+@given(data=packs(), budget=budgets, which=st.sampled_from(ALL + COMPOSED))
+def test_absorb_contract(data, budget, which):
+    """dropped="absorb": the same structure, every input token counted once in the weights; for a
+    single stage exactly the rows, positions, embeddings and members of plain dropping."""
+    tokens, signals, query = data
+    out = compress(tokens, which, budget, signals=signals, query=query, dropped="absorb")
+    check_output(tokens, out, which, budget, signals, dropped="absorb")
+    if "+" not in which:
+        plain = compress(tokens, which, budget, signals=signals, query=query, dropped="drop")
+        assert torch.equal(out.pos, plain.pos) and torch.equal(out.embeds, plain.embeds)
+        assert all(torch.equal(a, b) for a, b in zip(out.member_groups(), plain.member_groups()))
+        assert bool((out.weight >= plain.weight).all())
+    again = compress(tokens, which, budget, signals=signals, query=query, dropped="absorb")
+    assert torch.equal(out.weight, again.weight) and torch.equal(out.pos, again.pos)
 
 
 @SETTINGS

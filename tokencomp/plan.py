@@ -9,6 +9,8 @@ position rules:
   is that member's tubelet time, weight = sum of the absorbed weights, members = all absorbed
   original positions, embeds = weight-weighted average of the absorbed embeddings;
 - the output is sorted in original (t, h, w) order.
+A dropped row may afterwards be *counted* on a kept row (`absorb_dropped`): only that row's
+weight grows (weight >= its members then), its embedding and position stay its own.
 Because input rows already follow the earliest-member rule, the earliest member of a group is
 the smallest input pos in it.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from encoders.tokens import Members, VisualTokens
+from kernels.merge import bipartite_match
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,37 @@ def apply_plan(tokens: VisualTokens, plan: Plan) -> VisualTokens:
         members=members,
     )
     return take_rows(out, torch.argsort(_order_key(out), stable=True))
+
+
+DROPPED_MODES: tuple[str, ...] = ("absorb", "drop")
+
+
+def absorb_dropped(tokens: VisualTokens, plan: Plan, out: VisualTokens) -> VisualTokens:
+    """Count each row `plan` dropped on the output row most like it: `out` with weights added.
+
+    tokens: the rows the plan was made for; out: `apply_plan(tokens, plan)`. Each dropped row's
+    weight goes to the output row of the same video with the highest cosine similarity of
+    embeddings (`kernels.merge.bipartite_match`; lowest row on ties). Only `weight` changes: a
+    kept row keeps its embedding, position, time and members, it now *stands for* the dropped
+    rows that looked like it. Total weight is conserved, so the LLM's proportional attention
+    (`pipeline/weighting.py`) gives a kept background row the attention mass of the background
+    it replaced, instead of shrinking the background to the few rows kept.
+
+    Why not merge them (average embeddings, earliest position)? A kept moving object would take
+    the position and part of the look of whatever background it absorbed; counting keeps both.
+    A video none of whose rows survived keeps nothing to count on (its weight is lost).
+    """
+    dropped = (plan.dest.cpu() < 0).nonzero().flatten()
+    if dropped.numel() == 0 or len(out) == 0:
+        return out
+    _, nearest = bipartite_match(
+        tokens.embeds[dropped.to(tokens.embeds.device)], out.embeds,
+        tokens.video_id[dropped.to(tokens.video_id.device)], out.video_id,
+    )
+    nearest = nearest.cpu()
+    found = nearest >= 0
+    add = torch.zeros(len(out), dtype=torch.int64).index_add_(0, nearest[found], tokens.weight.cpu()[dropped][found])
+    return replace(out, weight=out.weight + add.to(out.weight.device))
 
 
 def take_rows(tokens: VisualTokens, index: torch.Tensor) -> VisualTokens:

@@ -11,6 +11,11 @@ geometric steps (`budget.stage_targets`): with n stages each stage removes the s
 last one lands on the request's target. E.g. keep_ratio=0.25 on 1000 tokens: codec keeps 500,
 tome merges those to 250. A stage whose input is already within its target is skipped.
 
+Dropped rows: by default (`dropped="absorb"`) each row a stage drops is counted in the weight of
+the kept row most like it (`tokencomp.plan.absorb_dropped`), so the weights of a video's rows still
+sum to its original token count and the LLM's proportional attention (`pipeline/weighting.py`)
+keeps the scene's proportions; `dropped="drop"` is plain pruning.
+
 Scene starts (for the floors) are found once per video, before the first stage: tubelet 0, the
 tubelets holding a keyframe / I-frame (from `signals`), and tubelets whose mean embedding moves
 more than `budget.scene_change` (cosine distance) from the previous one.
@@ -27,7 +32,7 @@ from encoders.errors import BadRequest
 from encoders.signals import CodecSignals
 from encoders.tokens import Members, VisualTokens
 from tokencomp.budget import Budget, scene_starts, stage_targets, tubelet_floors
-from tokencomp.plan import Plan, _order_key, apply_plan, take_rows, tubelet_capacity
+from tokencomp.plan import DROPPED_MODES, Plan, _order_key, absorb_dropped, apply_plan, take_rows, tubelet_capacity
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ def compress(
     budget: Budget,
     signals: CodecSignals | Sequence[CodecSignals | None] | None = None,
     query: torch.Tensor | None = None,
+    dropped: str = "absorb",
 ) -> VisualTokens:
     """Compress every video of `tokens` to at most its budget with `strategy` (names joined by '+').
 
@@ -140,7 +146,7 @@ def compress(
     for v in range(tokens.num_videos):
         part = _video_part(tokens, v)
         for name, k, keyframe, scenes in _stages(part, names, budget, per_video[v]):
-            part = _run_stage(name, part, k, budget, per_video[v], query, keyframe, scenes)
+            part = _run_stage(name, part, k, budget, per_video[v], query, keyframe, scenes, dropped)
         parts.append(part)
     return _join(parts, tokens)
 
@@ -156,7 +162,7 @@ def _stages(part: VisualTokens, names: list[str], budget: Budget, signals: Codec
         yield name, target, keyframe, scenes
 
 
-def _run_stage(name, part, k, budget, signals, query, keyframe, scenes) -> VisualTokens:
+def _run_stage(name, part, k, budget, signals, query, keyframe, scenes, dropped="absorb") -> VisualTokens:
     budget_free = name in BUDGET_FREE
     if len(part) == 0 or (len(part) <= k and not budget_free):
         return part
@@ -171,7 +177,8 @@ def _run_stage(name, part, k, budget, signals, query, keyframe, scenes) -> Visua
         raise RuntimeError(f"strategy {name!r} returned a plan for {plan.dest.shape[0]} rows, input has {len(part)}")
     if not budget_free and plan.num_outputs() > k:
         raise RuntimeError(f"strategy {name!r} kept {plan.num_outputs()} rows, over its target {k}")
-    return apply_plan(part, plan)
+    out = apply_plan(part, plan)
+    return absorb_dropped(part, plan, out) if dropped == "absorb" else out
 
 
 def keyframe_tubelets(signals: CodecSignals | None, num_tubelets: int) -> torch.Tensor:
