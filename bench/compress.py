@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=3584, help="LLM width D of the visual tokens")
     p.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
     p.add_argument("--keep-ratio", type=float, default=0.25)
+    p.add_argument("--dropped", default="absorb", choices=["absorb", "drop"],
+                   help="count dropped tokens on the most similar kept one (absorb, the pipeline's default) or not")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per strategy and size (median reported)")
     p.add_argument("--divprune-max", type=int, default=16384,
                    help="skip divprune above this many tokens (its greedy loop is sequential)")
@@ -83,17 +85,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_compress(tokens, strategy: str, budget, signals, query, repeats: int, device: str) -> float:
+def time_compress(tokens, strategy: str, budget, signals, query, repeats: int, device: str, dropped: str = "absorb") -> float:
     """Median seconds of `compress` (an untimed warm-up run first, for inputs up to 4k tokens)."""
     from tokencomp.registry import compress
 
     if len(tokens) <= 4096:
-        compress(tokens, strategy, budget, signals=signals, query=query)
+        compress(tokens, strategy, budget, signals=signals, query=query, dropped=dropped)
     times = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        compress(tokens, strategy, budget, signals=signals, query=query)
+        compress(tokens, strategy, budget, signals=signals, query=query, dropped=dropped)
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 rows.append((n, strategy, None, enc_s))
                 print(f"{n:>6} {strategy:<12} skipped (--divprune-max {args.divprune_max})", flush=True)
                 continue
-            s = time_compress(tokens, strategy, budget, signals, query, args.repeats, args.device)
+            s = time_compress(tokens, strategy, budget, signals, query, args.repeats, args.device, args.dropped)
             rows.append((n, strategy, s, enc_s))
             print(f"{n:>6} {strategy:<12} {s * 1e3:9.1f} ms  {100 * s / enc_s:6.2f}% of encoder ({enc_s:.1f} s)", flush=True)
         del tokens
@@ -169,7 +171,7 @@ def report(rows, measured: dict[int, float], per_token: float, args) -> str:
     lines = [
         SECTION,
         "",
-        f"`vidsieve bench-compress` on {machine}; D = {args.width}, keep_ratio = {args.keep_ratio}, "
+        f"`vidsieve bench-compress` on {machine}; D = {args.width}, keep_ratio = {args.keep_ratio}, dropped = {args.dropped}, "
         f"median of {args.repeats} runs. Target: compression under 3% of encoder time.",
         "",
         f"Encoder time is measured for the `{args.encoder_preset}` preset (random weights) on "

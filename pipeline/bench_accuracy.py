@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from encoders.errors import BadRequest, VidsieveError
-from pipeline.options import EVERY_FRAME_FPS, AskOptions
+from pipeline.options import ATTENTION_MODES, DROPPED_MODES, EVERY_FRAME_FPS, AskOptions
 from pipeline.scoring import is_correct, options_prompt
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.5, 0.25, 0.1)
@@ -46,6 +46,10 @@ def add_arguments(p) -> None:
     p.add_argument("--max-frames", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--options-in-prompt", action="store_true", help="list lettered options in the prompt")
+    p.add_argument("--dropped", default="absorb", choices=list(DROPPED_MODES),
+                   help="tokens a strategy drops: counted on the most similar kept token (absorb) or gone (drop)")
+    p.add_argument("--attention", default="proportional", choices=list(ATTENTION_MODES),
+                   help="LLM attention to a token standing for w originals: as w tokens (proportional) or as one (plain)")
     p.add_argument("--out", required=True, help="output directory (resumable)")
 
 
@@ -117,8 +121,12 @@ def _drop_partial_line(path: Path) -> str:
     return text
 
 
-def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, max_new_tokens, options_in_prompt) -> list[dict]:
-    """Answer every (item, strategy, budget) not yet in out/items.jsonl; return all records."""
+def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, max_new_tokens, options_in_prompt,
+              dropped: str = "absorb", attention: str = "proportional") -> list[dict]:
+    """Answer every (item, strategy, budget) not yet in out/items.jsonl; return all records.
+
+    dropped / attention: `AskOptions` fields, the same for every answer of the run (`check_settings`
+    keeps a resumed run from mixing them)."""
     records_path = out / "items.jsonl"
     done = {}
     if records_path.exists():
@@ -149,7 +157,7 @@ def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, ma
                     progress.step()
                 continue
             for s, b in todo:
-                opts = AskOptions(strategy=s, **b, **base)
+                opts = AskOptions(strategy=s, **b, **base, dropped=dropped, attention=attention)
                 t = time.perf_counter()
                 enc = engine.compress(full, opts, signals=decoded.sampled.signals, question=prompt)
                 result = engine.answer(enc, prompt, opts)
@@ -168,6 +176,19 @@ def run_bench(engine, items, strategies, budgets, out: Path, fps, max_frames, ma
     progress.close()
     wanted = {(i["id"], config_key(s, b)) for i in items for s, b in configs}
     return [r for k, r in done.items() if k in wanted]
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Record the run's settings in out/settings.json; a resumed run must use the same ones."""
+    path = out / "settings.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
+            raise BadRequest(f"bench: {out} holds answers made with other settings ({what}); use another --out")
+        return
+    path.write_text(json.dumps(settings, indent=1) + "\n")
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -326,8 +347,14 @@ def run(args) -> int:
     budgets = budgets_from(args)
     items = load_items(args.dataset, out, args.limit)
     engine = Engine(args.model)
-    records = run_bench(engine, items, strategies, budgets, out, args.fps, args.max_frames, args.max_new_tokens, args.options_in_prompt)
+    settings = {"model": str(engine.model_dir), "dropped": args.dropped, "attention": args.attention, "fps": args.fps,
+                "max_frames": args.max_frames, "max_new_tokens": args.max_new_tokens, "options_in_prompt": args.options_in_prompt}
+    check_settings(out, settings)
+    records = run_bench(engine, items, strategies, budgets, out, args.fps, args.max_frames, args.max_new_tokens,
+                        args.options_in_prompt, dropped=args.dropped, attention=args.attention)
     rows = aggregate(records)
+    for r in rows:
+        r.update(dropped=args.dropped, attention=args.attention)
     write_outputs(rows, out)
     print(f"{'strategy':<12} {'budget':<22} {'tok/frame':>9} {'accuracy':>8} {'n':>5} {'ms/video':>9}")
     for r in rows:
