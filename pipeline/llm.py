@@ -32,8 +32,8 @@ import torch
 from encoders.errors import VidsieveError
 from encoders.tokens import VisualTokens
 from pipeline.positions import POSITION_MODES, TEXT_AFTER_RULES, VideoSpan, generation_position_ids, prompt_position_ids
-from pipeline.weighting import ATTENTION_MODES, attention_mask, key_bias
 from pipeline.sampling import GenerationConfig, TextStream, next_token
+from pipeline.weighting import ATTENTION_MODES, attention_mask, key_bias
 
 log = logging.getLogger(__name__)
 
