@@ -11,6 +11,8 @@ Classes (0 always means "no shape here"):
 - kind: 1 + index in `SHAPE_KINDS`;
 - motion: 1 static, then 2 + index in `DIRECTIONS` (left, right, up, down) by the larger axis of
   the centre's displacement from the tubelet's first to its last visible frame (>= `min_move_px`).
+- appear: 1 + the first tubelet in which the shape is visible at all (capped at `MAX_TUBELETS` - 1),
+  the same in every tubelet of that shape: what the `order` family compares.
 
 Why: the demo model's question families ask about colour, kind, motion, count, position and order
 of shapes. Supervising each visual token with what is in its cell gives the small encoder a dense
@@ -24,7 +26,9 @@ import numpy as np
 from pipeline.synth_render import SHAPE_KINDS, Scene
 from pipeline.synth_scenes import COLOURS, DIRECTIONS
 
-TARGET_CLASSES: dict[str, int] = {"colour": 1 + len(COLOURS), "kind": 1 + len(SHAPE_KINDS), "motion": 2 + len(DIRECTIONS)}
+MAX_TUBELETS = 8  # appear classes: first visible tubelet 0..7 (later ones share the last class)
+TARGET_CLASSES: dict[str, int] = {"colour": 1 + len(COLOURS), "kind": 1 + len(SHAPE_KINDS), "motion": 2 + len(DIRECTIONS),
+                                  "appear": 1 + MAX_TUBELETS}
 _PALETTE = np.array(list(COLOURS.values()), np.int64)
 
 
@@ -43,7 +47,7 @@ def motion_class(dx: float, dy: float, min_move_px: float) -> int:
 
 
 def cell_targets(scene: Scene, cell_px: int = 28, tubelet: int = 2, min_move_px: float = 1.0) -> dict[str, np.ndarray]:
-    """{"colour", "kind", "motion"} -> int64 [T // tubelet, size // cell_px, size // cell_px]."""
+    """{"colour", "kind", "motion", "appear"} -> int64 [T // tubelet, size // cell_px, size // cell_px]."""
     if scene.frames % tubelet or scene.size % cell_px:
         raise ValueError(f"cell_targets: {scene.frames} frames of {scene.size} px do not tile into "
                          f"{tubelet}-frame tubelets of {cell_px} px cells")
@@ -52,6 +56,8 @@ def cell_targets(scene: Scene, cell_px: int = 28, tubelet: int = 2, min_move_px:
     for track in scene.tracks:  # drawing order: later tracks overwrite earlier ones, as in the pixels
         centres = track.top_left.astype(np.float64) + track.size / 2.0  # [T, 2] (x, y)
         colour, kind = 1 + nearest_colour(track.rgb), 1 + SHAPE_KINDS.index(track.kind)
+        shown = np.flatnonzero(track.visible)
+        appear = 1 + min(int(shown[0]) // tubelet, MAX_TUBELETS - 1) if shown.size else 0
         for t in range(shape[0]):
             frames = np.arange(t * tubelet, (t + 1) * tubelet)
             seen = frames[track.visible[frames]]
@@ -62,4 +68,5 @@ def cell_targets(scene: Scene, cell_px: int = 28, tubelet: int = 2, min_move_px:
             dx, dy = centres[seen[-1]] - centres[seen[0]]
             out["colour"][t, h, w], out["kind"][t, h, w] = colour, kind
             out["motion"][t, h, w] = motion_class(dx, dy, min_move_px)
+            out["appear"][t, h, w] = appear
     return out

@@ -98,13 +98,16 @@ class DemoRecipe:
     # Weight of the auxiliary per-token loss (`AuxHeads`: what colour, kind and motion is in each
     # visual token's cell, from `pipeline.synth_targets`); 0 = answer loss only.
     aux_weight: float = 1.0
+    # Which per-token targets the auxiliary heads predict (`pipeline.synth_targets.TARGET_CLASSES`).
+    aux_targets: tuple[str, ...] = ("colour", "kind", "motion", "appear")
     seed: int = 0
     frames: int = 8
     size: int = 112
 
 
 # What a checkpoint written before a recipe field existed was trained with (not today's defaults).
-_RECIPE_BEFORE_FIELD = {"encoder_abs_pos": (), "text_rope_theta": 10000.0, "aux_weight": 0.0}
+_RECIPE_BEFORE_FIELD = {"encoder_abs_pos": (), "text_rope_theta": 10000.0, "aux_weight": 0.0,
+                        "aux_targets": ("colour", "kind", "motion")}
 
 
 def build_tokenizer(words: list[str]):
@@ -199,9 +202,9 @@ class AuxHeads(torch.nn.Module):
     `pipeline.synth_targets`). Training only: they shape what the encoder puts in a token and are
     not part of the exported model."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, targets: tuple[str, ...] = tuple(TARGET_CLASSES)):
         super().__init__()
-        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in TARGET_CLASSES.items()})
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, TARGET_CLASSES[name]) for name in targets})
 
     def loss(self, tokens, items, cell_px: int, tubelet: int) -> torch.Tensor:
         """Mean cross-entropy over heads; every visual token of every video is supervised."""
@@ -305,7 +308,7 @@ def train(out: Path, recipe: DemoRecipe, minutes: float, eval_every: int, eval_n
     cfg = SynthConfig(frames=recipe.frames, size=recipe.size)
     model_dir = out / "model"
     llm, encoder = build_model(recipe, model_dir)
-    aux = AuxHeads(recipe.width) if recipe.aux_weight > 0 else None
+    aux = AuxHeads(recipe.width, recipe.aux_targets) if recipe.aux_weight > 0 else None
     params = list(llm.model.model.language_model.parameters()) + list(llm.model.lm_head.parameters()) + list(encoder.parameters())
     params += list(aux.parameters()) if aux is not None else []
     params = list({id(p): p for p in params}.values())  # tied embeddings appear twice
@@ -383,7 +386,8 @@ def recipe_of(state: dict) -> DemoRecipe:
 
 def export(out: Path, dest: Path) -> Path:
     """Write the trained model as a shippable directory (safetensors, configs, tokenizer, processor),
-    built with the recipe stored in the run's checkpoint."""
+    built with the recipe stored in the run's checkpoint. A model card (README.md) already in `dest`
+    is kept; everything else there is replaced."""
     ckpt = out / "ckpt.pt"
     if not ckpt.exists():
         raise BadRequest(f"train-demo --export: {ckpt} does not exist; train into {out} first")
@@ -391,9 +395,12 @@ def export(out: Path, dest: Path) -> Path:
     recipe = recipe_of(state)
     llm, encoder = build_model(recipe, out / "model")
     llm.model.load_state_dict(state["model"]), encoder.load_state_dict(state["encoder"])
+    card = (dest / "README.md").read_text() if (dest / "README.md").is_file() else None
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    if card is not None:
+        (dest / "README.md").write_text(card)
     llm.model.save_pretrained(dest)
     llm.processor.save_pretrained(dest)
     save_encoder(encoder, dest)
@@ -415,6 +422,8 @@ def add_arguments(p) -> None:
                    help="M-RoPE temporal positions per second of video (2 = Qwen2.5-VL's)")
     p.add_argument("--aux-weight", type=float, default=DemoRecipe.aux_weight,
                    help="weight of the per-token auxiliary loss (colour, kind, motion of each token's cell); 0 = off")
+    p.add_argument("--aux-targets", default=",".join(DemoRecipe.aux_targets), metavar="NAMES",
+                   help=f"per-token targets of the auxiliary heads, from {','.join(TARGET_CLASSES)}")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-n", type=int, default=140, help="validation items per evaluation (20 per family)")
     p.add_argument("--init-from", default=None, metavar="DIR", help="start a new run from an exported model's weights")
@@ -424,8 +433,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     axes = tuple(a for a in args.abs_pos.split(",") if a)
+    targets = tuple(t for t in args.aux_targets.split(",") if t)
+    unknown = sorted(set(targets) - set(TARGET_CLASSES))
+    if unknown:
+        raise BadRequest(f"train-demo: unknown --aux-targets {unknown}; known: {', '.join(TARGET_CLASSES)}")
     recipe = DemoRecipe(total_steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, text_layers=args.text_layers,
-                        encoder_abs_pos=axes, tokens_per_second=args.tokens_per_second, aux_weight=args.aux_weight)
+                        encoder_abs_pos=axes, tokens_per_second=args.tokens_per_second, aux_weight=args.aux_weight,
+                        aux_targets=targets)
     out = Path(args.out)
     if args.export:
         print(export(out, Path(args.export)))

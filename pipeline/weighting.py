@@ -12,9 +12,9 @@ It is exact for w identical keys and values seen by the same query (tested on a 
 a row of weight w gives the logits of w copies of it). Deeper layers differ because the copies
 would also have attended to each other.
 
-Measured on the demo model (docs/benchmarks.md, 280 held-out items, same kept tokens, dropped rows
-absorbed): at 25% of tokens codec 0.654 -> 0.857 and temporal 0.693 -> 0.889 (full: 0.889); at 10%
-divprune 0.079 -> 0.818.
+Measured on the demo model (docs/benchmarks.md, 280 held-out items, same kept tokens, plain ->
+absorbed + proportional): at 25% of tokens codec 0.564 -> 0.846 and divprune 0.482 -> 0.879 (full:
+0.904); at 10% divprune 0.021 -> 0.818.
 """
 
 from __future__ import annotations

@@ -63,3 +63,23 @@ def test_counts_and_motion_agree_with_the_questions():
 def test_tiling_must_fit():
     with pytest.raises(ValueError, match="do not tile"):
         cell_targets(make_item(split_seed("validation", 0), CFG).scene, cell_px=30)
+
+
+def test_appear_labels_answer_the_order_questions():
+    """`order` asks whether one named shape appears before the other: the appear labels of the two
+    shapes' cells (first visible tubelet + 1, the same in every tubelet of a shape) must say so, and
+    no cell of a shape is labelled before the shape is visible."""
+    checked = 0
+    for index in range(20):
+        item = make_item(split_seed("validation", index), CFG, family="order", answer=("before", "after")[index % 2])
+        cells = cell_targets(item.scene)
+        first = [int(np.flatnonzero(tr.visible)[0]) // 2 + 1 for tr in item.scene.tracks]
+        for track, appear in zip(item.scene.tracks, first):
+            colour = 1 + PALETTE.index(min(PALETTE, key=lambda c: sum(abs(a - b) for a, b in zip(c, track.rgb))))
+            labelled = cells["appear"][cells["colour"] == colour]
+            assert set(labelled.tolist()) == {appear}
+            assert not (cells["colour"][: appear - 1] == colour).any()
+        a, b = first[0], first[1]
+        assert (a < b) == (item.answer == "before") and a != b
+        checked += 1
+    assert checked == 20 and TARGET_CLASSES["appear"] == 9

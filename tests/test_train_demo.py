@@ -70,13 +70,18 @@ def test_a_checkpoint_older_than_a_recipe_field_reads_as_trained():
                total_steps=3500, weight_decay=0.01, seed=0, frames=8, size=112)
     recipe = recipe_of({"recipe": old})
     assert (recipe.aux_weight, recipe.encoder_abs_pos, recipe.text_rope_theta, recipe.mrope_section) == (0.0, (), 1e4, (4, 6, 6))
+    assert recipe.aux_targets == ("colour", "kind", "motion")  # before the appear target existed
     assert recipe != DemoRecipe(**{**old, "mrope_section": (4, 6, 6)})  # today's defaults differ: not read from them
 
 
 def test_export_loads_in_the_engine_with_the_st3d_encoder(tmp_path):
     recipe = DemoRecipe(**TINY, total_steps=2, aux_weight=0.0)  # the answer loss alone
     train(tmp_path / "run", recipe, minutes=60, eval_every=2, eval_n=2)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "README.md").write_text("# card\n")
+    (tmp_path / "model" / "stale.bin").write_text("old")
     model = export(tmp_path / "run", tmp_path / "model")  # the recipe comes from the checkpoint
+    assert (model / "README.md").read_text() == "# card\n" and not (model / "stale.bin").exists()
     assert (model / "encoder.safetensors").is_file() and (model / "encoder_config.json").is_file()
     assert json.loads((model / "encoder_config.json").read_text())["family"] == "st3d"
     training = json.loads((model / "training.json").read_text())
@@ -96,3 +101,17 @@ def test_export_loads_in_the_engine_with_the_st3d_encoder(tmp_path):
     r = engine.ask(tmp_path / "ds" / item["video"], item["question"], AskOptions(fps=240.0, max_new_tokens=3))
     assert r["stats"]["grid"] == [recipe.frames // 2, recipe.size // 28, recipe.size // 28]
     assert 1 <= len(r["output_token_ids"]) <= 3
+
+
+def test_aux_targets_on_the_command_line(tmp_path):
+    import argparse
+
+    from encoders.errors import BadRequest
+    from pipeline.train_demo import add_arguments, run
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--out", str(tmp_path / "run"), "--aux-targets", "colour,when"])
+    with pytest.raises(BadRequest, match=r"unknown --aux-targets \['when'\]"):
+        run(args)
+    assert p.parse_args([]).aux_targets == ",".join(DemoRecipe().aux_targets)
