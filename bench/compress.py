@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokencomp.plan import DROPPED_MODES
+
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Compression"
 CELLS = 16  # merged cells per side of a tubelet (448 px frames)
@@ -39,8 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=3584, help="LLM width D of the visual tokens")
     p.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
     p.add_argument("--keep-ratio", type=float, default=0.25)
-    from tokencomp.plan import DROPPED_MODES
-
     p.add_argument("--dropped", default="absorb", choices=list(DROPPED_MODES),
                    help="count dropped tokens on the most similar kept one (absorb, the pipeline's default) or not")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per strategy and size (median reported)")

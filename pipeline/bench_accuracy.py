@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from encoders.errors import BadRequest, VidsieveError
-from pipeline.options import ATTENTION_MODES, DROPPED_MODES, EVERY_FRAME_FPS, AskOptions
+from pipeline.options import EVERY_FRAME_FPS, AskOptions, add_weight_arguments
 from pipeline.scoring import is_correct, options_prompt
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.5, 0.25, 0.1)
@@ -46,10 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-frames", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--options-in-prompt", action="store_true", help="list lettered options in the prompt")
-    p.add_argument("--dropped", default="absorb", choices=list(DROPPED_MODES),
-                   help="tokens a strategy drops: counted on the most similar kept token (absorb) or gone (drop)")
-    p.add_argument("--attention", default="proportional", choices=list(ATTENTION_MODES),
-                   help="LLM attention to a token standing for w originals: as w tokens (proportional) or as one (plain)")
+    add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output directory (resumable)")
 
 

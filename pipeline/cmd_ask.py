@@ -17,7 +17,7 @@ import sys
 import time
 from functools import lru_cache
 
-from pipeline.options import ATTENTION_MODES, DROPPED_MODES, POSITION_MODES, AskOptions
+from pipeline.options import POSITION_MODES, AskOptions, add_weight_arguments
 
 
 def add_arguments(p) -> None:
@@ -40,10 +40,7 @@ def add_arguments(p) -> None:
                    help="M-RoPE positions of kept tokens: original (keep), renumbered (compact), or merged tokens at their members' mean (centroid)")
     p.add_argument("--codec-placement", default="after", choices=["after", "before"],
                    help="for strategies starting with codec: drop tokens after the encoder, or skip encoding those cells")
-    p.add_argument("--dropped", default="absorb", choices=list(DROPPED_MODES),
-                   help="tokens a strategy drops: counted in the weight of the most similar kept token (absorb) or gone (drop)")
-    p.add_argument("--attention", default="proportional", choices=list(ATTENTION_MODES),
-                   help="LLM attention to a token standing for w originals: as w tokens (proportional) or as one (plain)")
+    add_weight_arguments(p)
     p.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                    help="long videos: decode the next N frames while encoding the current N (memory bounded by N)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -122,6 +122,14 @@ class AskOptions:
         return asdict(self)
 
 
+def add_weight_arguments(p) -> None:
+    """`--dropped` and `--attention` (the `dropped` / `attention` fields above) on a command line."""
+    p.add_argument("--dropped", default=AskOptions.dropped, choices=list(DROPPED_MODES),
+                   help="tokens a strategy drops: counted in the weight of the most similar kept token (absorb) or gone (drop)")
+    p.add_argument("--attention", default=AskOptions.attention, choices=list(ATTENTION_MODES),
+                   help="LLM attention to a token standing for w originals: as w tokens (proportional) or as one (plain)")
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

@@ -17,7 +17,8 @@ seeds (`split_seed("train", i)`), so a run is deterministic given its seed and r
 from its last checkpoint (step, weights, optimizer, schedule).
 
 Besides the answer's cross-entropy, each visual token is supervised with what its cell holds
-(colour, shape kind, motion: `pipeline/synth_targets.py`, weight `aux_weight`) through linear heads
+(colour, shape kind, motion, first appearance: `pipeline/synth_targets.py`, `aux_targets`, weight
+`aux_weight`) through linear heads
 that are not exported. The answer word alone is a few bits per video: trained on it alone, this model
 sat at chance on the motion, order and position families for thousands of steps (models/vidsieve-tiny/README.md).
 """
@@ -95,8 +96,8 @@ class DemoRecipe:
     warmup: int = 100
     total_steps: int = 14000
     weight_decay: float = 0.01
-    # Weight of the auxiliary per-token loss (`AuxHeads`: what colour, kind and motion is in each
-    # visual token's cell, from `pipeline.synth_targets`); 0 = answer loss only.
+    # Weight of the auxiliary per-token loss (`AuxHeads`: what each visual token's cell holds, from
+    # `pipeline.synth_targets`); 0 = answer loss only.
     aux_weight: float = 1.0
     # Which per-token targets the auxiliary heads predict (`pipeline.synth_targets.TARGET_CLASSES`).
     aux_targets: tuple[str, ...] = ("colour", "kind", "motion", "appear")
@@ -421,7 +422,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokens-per-second", type=int, default=DemoRecipe.tokens_per_second,
                    help="M-RoPE temporal positions per second of video (2 = Qwen2.5-VL's)")
     p.add_argument("--aux-weight", type=float, default=DemoRecipe.aux_weight,
-                   help="weight of the per-token auxiliary loss (colour, kind, motion of each token's cell); 0 = off")
+                   help="weight of the per-token auxiliary loss (what each token's cell holds, --aux-targets); 0 = off")
     p.add_argument("--aux-targets", default=",".join(DemoRecipe.aux_targets), metavar="NAMES",
                    help=f"per-token targets of the auxiliary heads, from {','.join(TARGET_CLASSES)}")
     p.add_argument("--eval-every", type=int, default=200)
